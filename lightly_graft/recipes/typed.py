@@ -99,7 +99,9 @@ def type_name(tp: Any) -> str:
     if origin is tuple:
         args = typing.get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:
-            return f"a list of {type_name(args[0])}"
+            return f"a list of {_plural(args[0])}"
+        if len(set(args)) == 1:
+            return f"a list of {len(args)} {_plural(args[0])}"
         return f"a list of {len(args)} values ({', '.join(map(type_name, args))})"
     if origin is dict:
         return "a mapping"
@@ -111,6 +113,14 @@ def type_name(tp: Any) -> str:
         float: "a number",
         str: "a string",
     }.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _plural(tp: Any) -> str:
+    name = type_name(tp)
+    for article in ("a ", "an "):
+        if name.startswith(article) and " or " not in name:
+            return name[len(article) :] + "s"
+    return f"values ({name})"
 
 
 def convert(tp: Any, value: Any, path: str) -> Any:
