@@ -109,7 +109,9 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.check:
         sys.stdout.write(plan.resolved_yaml)
-        print(f"# recipe OK; the run would write to {plan.run_dir.root}", file=sys.stderr)
+        print(
+            f"# recipe OK; the run would write to {plan.run_dir.root}", file=sys.stderr
+        )
         return 0
     summary = run_pipeline(plan)
     print(f"report: {summary.report}")

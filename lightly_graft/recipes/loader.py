@@ -3,7 +3,8 @@
 Steps: read the YAML (``yaml_io``), expand shorthands (``data: DIR``,
 ``graft: previous``, ``backbone: NAME``), apply ``--set`` overrides, nest the
 flat backbone mapping into ``name`` + ``kwargs``, build the dataclasses strictly
-(``typed.build``) and check the backbone against timm (``backbone_check``).
+(``typed.build``), check ``method``/``method_args`` against the zoo
+(``methods``) and the backbone against timm (``backbone_check``).
 Every problem is a :class:`RecipeError` naming the file, the key path, the
 value given and the valid options (and the ``--set`` that set it, if one did).
 """
@@ -16,6 +17,7 @@ from typing import Any
 
 from lightly_graft.errors import RecipeError
 from lightly_graft.recipes.backbone_check import check_backbone
+from lightly_graft.recipes.methods import check_methods
 from lightly_graft.recipes.overrides import apply_overrides
 from lightly_graft.recipes.schema import Recipe
 from lightly_graft.recipes.typed import Invalid, build, to_plain
@@ -91,6 +93,7 @@ def recipe_from_tree(
     _nest_backbone(tree)
     try:
         recipe = build(Recipe, tree)
+        check_methods(recipe)
         check_backbone(recipe)
     except Invalid as error:
         raise _located(error, source, overridden) from None

@@ -68,9 +68,7 @@ def section_table(cls: type) -> str:
     for field in dataclasses.fields(cls):
         kind = type_name(hints(cls)[field.name]).replace("|", "\\|")
         doc = field.metadata["doc"].replace("|", "\\|")
-        lines.append(
-            f"| `{yaml_key(field)}` | {kind} | {_default(field)} | {doc} |"
-        )
+        lines.append(f"| `{yaml_key(field)}` | {kind} | {_default(field)} | {doc} |")
     return "\n".join(lines)
 
 

@@ -42,23 +42,29 @@ class StageSummary:
         return self.history[-1] if self.history else None
 
 
-def read_knn_history(metrics_csv: str | Path) -> tuple[KNNPoint, ...]:
-    """kNN points from a CSVLogger ``metrics.csv`` (rows without kNN skipped).
+def read_knn_history(stage_dir: str | Path) -> tuple[KNNPoint, ...]:
+    """kNN points from a stage's CSVLogger files (rows without kNN skipped).
 
-    ``epoch`` in the CSV is the 0-based epoch during which the value was
-    logged; a point logged at the end of epoch e counts as ``e + 1`` epochs.
+    Reads ``metrics-1.csv``, ``metrics-2.csv``, ... (sessions interrupted and
+    resumed) then ``metrics.csv``; a later value for an epoch wins. ``epoch`` in
+    the CSV is the 0-based epoch during which the value was logged, so a point
+    logged at the end of epoch e counts as ``e + 1`` epochs.
     """
-    path = Path(metrics_csv)
-    if not path.is_file():
-        return ()
+    directory = Path(stage_dir)
+    earlier = sorted(
+        directory.glob("metrics-*.csv"), key=lambda p: int(p.stem.split("-")[1])
+    )
     points: dict[int, KNNPoint] = {}
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            top1, top5 = row.get(TOP1) or "", row.get(TOP5) or ""
-            if not top1:
-                continue
-            epoch = int(float(row.get("epoch") or 0)) + 1
-            points[epoch] = KNNPoint(epoch, float(top1), float(top5 or "nan"))
+    for path in [*earlier, directory / "metrics.csv"]:
+        if not path.is_file():
+            continue
+        with path.open(newline="") as f:
+            for row in csv.DictReader(f):
+                top1, top5 = row.get(TOP1) or "", row.get(TOP5) or ""
+                if not top1:
+                    continue
+                epoch = int(float(row.get("epoch") or 0)) + 1
+                points[epoch] = KNNPoint(epoch, float(top1), float(top5 or "nan"))
     return tuple(points[e] for e in sorted(points))
 
 

@@ -9,7 +9,8 @@ valid options; the recipe loader adds the file name.
 
 Supported hints: ``int``, ``float`` (an int is accepted), ``bool``, ``str``,
 ``Literal[...]``, ``X | None``, unions of those, ``tuple[X, ...]``, ``tuple[X, Y]``,
-``dict[str, Any]``, ``Any`` and nested dataclasses. Written here because neither
+``dict``/``Mapping``, ``list``/``Sequence``, ``Any``, nested dataclasses and
+other classes (an ``isinstance`` check); other typing constructs are not checked. Written here because neither
 dataclasses nor PyYAML check types, and the structured configs of OmegaConf
 (pulled in by lightly) support neither ``Literal`` types nor unions that contain
 a dataclass, and their errors do not name the recipe file.
@@ -21,7 +22,7 @@ import dataclasses
 import functools
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from lightly_graft.errors import did_you_mean, format_options
@@ -103,7 +104,7 @@ def type_name(tp: Any) -> str:
         if len(set(args)) == 1:
             return f"a list of {len(args)} {_plural(args[0])}"
         return f"a list of {len(args)} values ({', '.join(map(type_name, args))})"
-    if origin is dict:
+    if origin in (dict, Mapping):
         return "a mapping"
     if dataclasses.is_dataclass(tp):
         return "a mapping"
@@ -148,11 +149,22 @@ def convert(tp: Any, value: Any, path: str) -> Any:
         )
     if origin is tuple:
         return _convert_tuple(tp, value, path)
-    if origin is dict:
+    if origin in (dict, Mapping):
         if not isinstance(value, Mapping):
             raise Invalid(path, f"expected a mapping, got {describe(value)}")
         return dict(value)
-    return _convert_scalar(tp, value, path)
+    if origin in (list, Sequence):
+        if not isinstance(value, list | tuple):
+            raise Invalid(path, f"expected a list, got {describe(value)}")
+        (item,) = typing.get_args(tp) or (Any,)
+        return [convert(item, v, join(path, i)) for i, v in enumerate(value)]
+    if tp in (bool, int, float, str):
+        return _convert_scalar(tp, value, path)
+    if isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+        raise Invalid(path, f"expected {type_name(tp)}, got {describe(value)}")
+    return value  # a typing construct this checker does not know: taken as given
 
 
 def _convert_scalar(tp: type, value: Any, path: str) -> Any:
