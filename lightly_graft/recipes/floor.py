@@ -32,17 +32,6 @@ def embed(
     return torch.cat(features), torch.cat(labels)
 
 
-def topk_accuracy(predictions: Tensor, labels: Tensor, k: int) -> float:
-    """Fraction of rows whose first ``k`` predicted classes contain the label.
-
-    Args:
-        predictions: (N, C') class indices, best first.
-        labels: (N,) true classes.
-    """
-    hits = (predictions[:, :k] == labels[:, None]).any(dim=1)
-    return float(hits.float().mean())
-
-
 def measure_knn(
     model: nn.Module,
     bank_loader: DataLoader,
@@ -54,7 +43,7 @@ def measure_knn(
     device: torch.device | str = "cpu",
 ) -> tuple[KNNPoint, float]:
     """kNN top-1/top-5 of ``model`` (epoch 0) and the seconds it took."""
-    from lightly_graft.functional.knn import knn_classify
+    from lightly_graft.functional.knn import knn_accuracy, knn_classify
 
     start = time.perf_counter()
     device = torch.device(device)
@@ -71,9 +60,5 @@ def measure_knn(
         k=min(k, len(bank)),
         temperature=temperature,
     )
-    point = KNNPoint(
-        epoch=0,
-        top1=topk_accuracy(predictions, query_labels, 1),
-        top5=topk_accuracy(predictions, query_labels, min(5, num_classes)),
-    )
-    return point, time.perf_counter() - start
+    top1, top5 = knn_accuracy(predictions, query_labels)
+    return KNNPoint(epoch=0, top1=top1, top5=top5), time.perf_counter() - start
