@@ -130,3 +130,21 @@ def test_pipeline__resume_skips_finished_stages(
     assert "finished earlier, skipped" in capsys.readouterr().out
     assert (tmp_path / "run" / "cl" / "last.ckpt").stat().st_mtime == before
     assert [s.seconds for s in summary.stages] == [s.seconds for s in first.stages]  # type: ignore[attr-defined]
+
+
+def test_pipeline__knn_floor_and_history_in_report(tmp_path: Path) -> None:
+    pytest.importorskip("lightly_graft.training.knn_monitor")
+    recipe = write_tiny_recipe(tmp_path, knn=True)
+    summary = run_pipeline(
+        prepare_run(recipe, output=tmp_path / "run"), progress_bar=False
+    )
+    assert summary.floor is not None and 0.0 <= summary.floor.top1 <= 1.0
+    assert [len(s.history) for s in summary.stages] == [2, 2]  # every epoch
+    assert [p.epoch for p in summary.stages[1].history] == [1, 2]
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert (
+        "| random init (floor) |" in report
+        and "![kNN top-1 per epoch](knn.png)" in report
+    )
+    assert (tmp_path / "run" / "knn.png").is_file()
+    assert list((tmp_path / "run" / "cl").glob("best-knn-epoch*.ckpt"))
