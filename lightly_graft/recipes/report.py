@@ -129,7 +129,7 @@ def plot_knn(
     ax.set_xlabel("epoch (all stages)")
     ax.set_ylabel("kNN top-1 (%)")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="best")
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)
