@@ -99,6 +99,7 @@ def overrides_from_args(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from lightly_graft.recipes.pipeline import prepare_run, run_pipeline
+    from lightly_graft.recipes.stage import is_global_zero
 
     plan = prepare_run(
         args.recipe,
@@ -114,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return 0
     summary = run_pipeline(plan)
-    print(f"report: {summary.report}")
-    print(f"backbone: {summary.backbone}")
+    if is_global_zero():
+        print(f"report: {summary.report}")
+        print(f"backbone: {summary.backbone}")
     return 0

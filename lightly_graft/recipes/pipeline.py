@@ -28,7 +28,7 @@ from lightly_graft.recipes.report import KNNPoint, StageSummary, write_report
 from lightly_graft.recipes.resolve import derived_values, resolve_recipe
 from lightly_graft.recipes.run_dir import RECIPE, RunDirectory
 from lightly_graft.recipes.schema import Recipe
-from lightly_graft.recipes.stage import StageRunner, device_for
+from lightly_graft.recipes.stage import StageRunner, device_for, is_global_zero
 from lightly_graft.recipes.typed import to_plain
 from lightly_graft.training.checkpoints import export_timm, load_backbone
 
@@ -79,7 +79,9 @@ def prepare_run(
     root = Path(output) if output is not None else Path(recipe.output_dir) / recipe.name
     run_dir = RunDirectory(root)
     derived = derived_values(recipe)
-    if not check_only:
+    if not check_only and is_global_zero():
+        # Under DDP, Lightning re-runs this command in the other ranks once rank 0
+        # starts training; the folder is rank 0's by then.
         run_dir.prepare(_plain(recipe), resume=resume)
     return RunPlan(
         recipe=recipe,
@@ -142,8 +144,9 @@ def run_pipeline(plan: RunPlan, *, progress_bar: bool = True) -> RunSummary:
     """Trains every stage of a prepared run and writes the backbone and report."""
     start = time.perf_counter()
     recipe, run_dir = plan.recipe, plan.run_dir
-    run_dir.root.mkdir(parents=True, exist_ok=True)
-    save_recipe(recipe, run_dir.root / RECIPE, derived=plan.derived)
+    if is_global_zero():
+        run_dir.root.mkdir(parents=True, exist_ok=True)
+        save_recipe(recipe, run_dir.root / RECIPE, derived=plan.derived)
     pl.seed_everything(recipe.seed, workers=True, verbose=False)
     first_data = build_datamodule(recipe, recipe.stages[0])
     first_data.setup()
@@ -151,7 +154,7 @@ def run_pipeline(plan: RunPlan, *, progress_bar: bool = True) -> RunSummary:
     if run_dir.done(recipe.stages[0].name) is None:
         # The floor is measured on the very model that stage 0 then trains.
         first = build_method(recipe, recipe.stages[0])
-    floor = _floor(plan, first, first_data)
+    floor = _floor(plan, first, first_data) if is_global_zero() else None
     runner = StageRunner(plan.recipe, run_dir, plan.derived, progress_bar=progress_bar)
     encoders: dict[str, Path] = {}
     summaries = []
@@ -161,9 +164,19 @@ def run_pipeline(plan: RunPlan, *, progress_bar: bool = True) -> RunSummary:
         summary, encoder = runner.run(index, encoders, method=method, datamodule=data)
         summaries.append(summary)
         encoders[stage.name] = encoder
-    vit, spec = load_backbone(encoders[recipe.stages[-1].name], "lightly_graft")
-    backbone = export_timm(run_dir.root / "backbone.pt", vit, spec)
+    backbone = run_dir.root / "backbone.pt"
     seconds = time.perf_counter() - start
+    if not is_global_zero():  # rank 0 writes the backbone and the report
+        return RunSummary(
+            run_dir.root,
+            run_dir.root / "report.md",
+            backbone,
+            None,
+            tuple(summaries),
+            seconds,
+        )
+    vit, spec = load_backbone(encoders[recipe.stages[-1].name], "lightly_graft")
+    export_timm(backbone, vit, spec)
     report = write_report(
         run_dir.root,
         title=f"lightly-graft run `{recipe.name}`",

@@ -28,6 +28,7 @@ from pytorch_lightning.callbacks import (
     OnExceptionCheckpoint,
 )
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_only
 
 from lightly_graft.recipes.build import (
     backbone_spec,
@@ -53,7 +54,16 @@ _EXPECTED_WARNINGS = (
     r"\.fit\(ckpt_path=\"last\"\) is set, but there is no last checkpoint",
     # val_dataloader() is [] unless online evaluation is on: no validation loop.
     r"Total length of `list` across ranks is zero",
+    # Lightning 2.6 calling a torch 2.14 deprecated API internally.
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
 )
+
+
+def is_global_zero() -> bool:
+    """Whether this process is rank 0 (always, without DDP). Lightning reads the
+    rank from the environment (``RANK``, ``LOCAL_RANK``, ``SLURM_PROCID``) that its
+    launcher, torchrun or SLURM set."""
+    return rank_zero_only.rank == 0
 
 
 def device_for(accelerator: str) -> torch.device:
@@ -206,11 +216,16 @@ class StageRunner:
             return finished
         start = time.perf_counter()
         stage_dir = self.run_dir.stage_dir(stage.name)
-        stage_dir.mkdir(parents=True, exist_ok=True)
-        save_recipe(self.recipe, stage_dir / RECIPE, derived=self.derived)
+        if is_global_zero():
+            stage_dir.mkdir(parents=True, exist_ok=True)
+            save_recipe(self.recipe, stage_dir / RECIPE, derived=self.derived)
         pl.seed_everything(self.recipe.seed, workers=True, verbose=False)
         if method is None:
             method = build_method(self.recipe, stage)
+        # Frozen stages get requires_grad=False now, not only when
+        # configure_optimizers runs: under DDP the model is wrapped before that,
+        # and DDP would wait for gradients of the frozen parameters.
+        method.optimizer_spec.freeze(method, method.backbone)
         if datamodule is None:
             datamodule = build_datamodule(self.recipe, stage)
             datamodule.setup()
@@ -219,20 +234,27 @@ class StageRunner:
         if source is not None:
             extra.insert(0, build_grafting(stage, stage.graft, *source))  # type: ignore[arg-type]
         resume = self.run_dir.resume_checkpoint(stage.name)
-        keep_metrics(stage_dir)
+        if is_global_zero():
+            keep_metrics(stage_dir)
         trainer = self.trainer(
             stage, stage_dir, extra, batches_per_epoch(stage, datamodule)
         )
         print(f"stage '{stage.name}' ({stage.method}): training in {stage_dir}")
         fit(trainer, method, datamodule, resume, stage_dir)
-        encoder = save_backbone(
-            stage_dir / ENCODER, method.backbone.vit, backbone_spec(self.recipe)
-        )
+        encoder = stage_dir / ENCODER
         seconds = time.perf_counter() - start
-        self.run_dir.mark_done(
-            stage.name,
-            {"encoder": ENCODER, "seconds": seconds, "epochs": trainer.current_epoch},
-        )
+        if is_global_zero():
+            save_backbone(encoder, method.backbone.vit, backbone_spec(self.recipe))
+            self.run_dir.mark_done(
+                stage.name,
+                {
+                    "encoder": ENCODER,
+                    "seconds": seconds,
+                    "epochs": trainer.current_epoch,
+                },
+            )
+        # The other ranks graft the next stage from rank 0's encoder.pt.
+        trainer.strategy.barrier("encoder saved")
         history = read_knn_history(stage_dir)
         summary = StageSummary(stage.name, stage.method, stage.epochs, seconds, history)
         return summary, encoder

@@ -222,3 +222,50 @@ def test_python_m_lightly_graft_train_subprocess(
         timeout=120,
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_train_ddp_two_cpu_processes(tiny_recipe: Path, tmp_path: Path) -> None:
+    """Lightning re-runs the command in rank 1; both ranks run both stages, rank 0
+    alone writes the run folder, and step ii still starts from step i."""
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lightly_graft",
+            "train",
+            str(tiny_recipe),
+            "--output",
+            str(run),
+            "--accelerator",
+            "cpu",
+            "--devices",
+            "2",
+            "--set",
+            "strategy=ddp",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("report: ") == 1
+    assert (run / "cl" / "done.json").is_file() and (run / "backbone.pt").is_file()
+    assert "global_batch_size: 8" in (run / "recipe.yaml").read_text()  # 4 x 2 ranks
+
+    import torch
+
+    from lightly_graft.training.checkpoints import load_encoder_state
+
+    step_i, _, _ = load_encoder_state(run / "mim" / "encoder.pt", "lightly_graft")
+    state = torch.load(run / "cl" / "last.ckpt", weights_only=True)["state_dict"]
+    torch.testing.assert_close(
+        state["backbone.vit.blocks.0.attn.qkv.weight"],
+        step_i["blocks.0.attn.qkv.weight"],
+        rtol=0,
+        atol=0,
+    )
