@@ -199,3 +199,11 @@ def test_knn_classify__cuda_matches_cpu():
     on_gpu = knn_classify(queries.cuda(), bank.cuda(), bank_labels.cuda(), 10)
     assert on_gpu.device.type == "cuda"
     torch.testing.assert_close(on_gpu[:, 0].cpu(), on_cpu[:, 0], rtol=0, atol=0)
+
+
+def test_knn_classify__faiss_cpu_restores_torch_threads():
+    pytest.importorskip("faiss")
+    queries, bank, bank_labels, _ = _clustered(num_queries=40)
+    before = torch.get_num_threads()
+    knn_classify(queries, bank, bank_labels, 10, k=5, backend="faiss", chunk_size=8)
+    assert torch.get_num_threads() == before
