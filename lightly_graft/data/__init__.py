@@ -1,0 +1,1 @@
+"""Layer 3: datasets, transforms and the data module."""
