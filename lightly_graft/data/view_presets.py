@@ -17,6 +17,7 @@ transform, hence the two small classes here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -28,6 +29,9 @@ from torch import Tensor
 from lightly_graft.errors import GraftError, did_you_mean, format_options
 
 PRESETS = ("strong", "medium", "light")
+
+# one image (PIL or tensor) -> the list of its views
+ViewTransform = Callable[[Any], list[Tensor]]
 
 
 def _color_and_tensor(normalize: dict[str, list[float]] | None) -> Any:
@@ -121,7 +125,7 @@ class StrongTransform:
         normalize: dict[str, list[float]] | None = IMAGENET_NORMALIZE,
     ) -> None:
         kwargs = {"input_size": input_size, "min_scale": min_scale}
-        self.views = [
+        self.views: list[Callable[[Any], Tensor]] = [
             BYOLView1Transform(**kwargs, normalize=normalize),  # type: ignore[arg-type]
             BYOLView2Transform(**kwargs, normalize=normalize),  # type: ignore[arg-type]
         ]
@@ -135,7 +139,7 @@ def make_view_transform(
     preset: str = "light",
     min_scale: float = 0.08,
     normalize: dict[str, list[float]] | None = IMAGENET_NORMALIZE,
-) -> StrongTransform | DiagonalCropTransform | SharedCropTransform:
+) -> ViewTransform:
     """Two-view transform of Masked MoCo §4.1 by preset name.
 
     Args:
@@ -150,7 +154,7 @@ def make_view_transform(
     Raises:
         GraftError: for an unknown preset.
     """
-    classes = {
+    classes: dict[str, Callable[..., ViewTransform]] = {
         "strong": StrongTransform,
         "medium": DiagonalCropTransform,
         "light": SharedCropTransform,
