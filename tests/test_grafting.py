@@ -305,3 +305,31 @@ def test_load_backbone__unknown_architecture_is_clear(mim_checkpoints) -> None:
     paths, _ = mim_checkpoints
     with pytest.raises(CheckpointError, match="architecture of .* is unknown"):
         load_backbone(paths["mae"], "mae")
+
+
+def test_grafting__logs_anchor_distance_per_stage(
+    mim_checkpoints, tmp_path: Path
+) -> None:
+    import csv
+
+    from pytorch_lightning.loggers import CSVLogger
+
+    paths, _ = mim_checkpoints
+    moco = tiny_method("grafted_moco", num_classes=0)
+    logger = CSVLogger(tmp_path, name="run")
+    callback = Grafting(
+        paths["timm"], format="timm", anchor_weight=1e-3, log_every_n_steps=1
+    )
+    fit_tiny(
+        moco, max_steps=2, callbacks=[callback], logger=logger, log_every_n_steps=1
+    )
+    with open(logger.log_dir + "/metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    for stage in range(3):
+        values = [
+            float(r[f"graft/anchor_distance_stage{stage}"])
+            for r in rows
+            if r.get(f"graft/anchor_distance_stage{stage}")
+        ]
+        assert values and values[-1] > 0  # the blocks moved away from the MIM weights
+    assert any(r.get("train/graft_anchor") for r in rows)
