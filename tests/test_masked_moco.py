@@ -163,3 +163,25 @@ def test_masked_methods__hparams_rebuild_the_method(cls: type) -> None:
     method = tiny_method(name, num_target_chunks=2)
     rebuilt = cls(**method.hparams)
     assert rebuilt.num_target_chunks == 2
+
+
+def test_per_image_kappa__groups_chunks_of_one_image() -> None:
+    # chunk-major rows c * B + b: every chunk of image b is e_b, so each image's
+    # chunks coincide (huge kappa); grouping rows the other way would mix images.
+    from lightly_graft.methods.masked_moco import _per_image_kappa
+
+    n, B, D = 4, 3, 8
+    features = torch.eye(D)[:B].repeat(n, 1)  # (n*B, D), row c*B + b = e_b
+    assert _per_image_kappa(features, n).item() > 1e5
+    mixed = torch.eye(D)[:B].repeat_interleave(n, dim=0)  # rows b*n + c = e_b
+    assert _per_image_kappa(mixed, n).item() < 10
+
+
+def test_encode_chunks__final_norm_acts_per_token() -> None:
+    torch.manual_seed(0)
+    method = tiny_method("masked_moco").eval()
+    images = torch.randn(2, 3, 32, 32)
+    idx = chunk_token_indices(2, 16, 4)
+    raw = encode_chunks(method.backbone, images, idx, final_norm=False)
+    normed = encode_chunks(method.backbone, images, idx)
+    assert_close(method.backbone.vit.norm(raw[:, 0]), normed[:, 0])

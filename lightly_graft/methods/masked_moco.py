@@ -84,8 +84,10 @@ class MaskedMoCo(GraftedMoCo):
         freeze_patch_embed: MoCo v3's frozen patch embedding; M-MoCo trains it
             (Table 1: "lifting the frozen PE restriction" helps).
         gather_distributed: Gather keys across ranks for the negatives.
-        log_kappa: Log ``train/kappa`` (mean-pooled patch tokens, the paper's
-            "rep" layer), ``train/kappa_proj`` and ``train/kappa_pred`` (§3.4).
+        log_kappa: Log ``train/kappa`` (the "rep" layer of §3.4: the last
+            block's patch tokens, mean-pooled, CLS excluded), ``train/kappa_proj``
+            and ``train/kappa_pred``: the mean over images of the vMF kappa of
+            each image's n chunk representations.
         optimizer: Default (§3.1, Table 8): AdamW, base LR 1.5e-4 x batch/256,
             betas (0.9, 0.95), wd 0.1, 20 warmup epochs, one LR for all blocks.
     """
@@ -170,8 +172,10 @@ class MaskedMoCo(GraftedMoCo):
             after the predictor; the logs are empty when n = 1 or disabled.
         """
         n = self.num_chunks
-        tokens = random_chunks(self.backbone, images, n)  # (n*B, 1 + L/n, D)
-        projection = self.projector(tokens[:, 0])
+        # output of the last block, (n*B, 1 + L/n, D); the final norm acts per
+        # token, so it is applied to the CLS tokens only
+        tokens = random_chunks(self.backbone, images, n, final_norm=False)
+        projection = self.projector(self.backbone.vit.norm(tokens[:, 0]))
         prediction = self.predictor(projection)
         logs: dict[str, Tensor | float] = {}
         if self.log_kappa and n > 1:

@@ -19,7 +19,10 @@ from lightly_graft.functional.chunking import chunk_token_indices, gather_chunks
 
 
 def encode_chunks(
-    encoder: MaskedVisionTransformerTIMM, images: Tensor, idx_keep: Tensor
+    encoder: MaskedVisionTransformerTIMM,
+    images: Tensor,
+    idx_keep: Tensor,
+    final_norm: bool = True,
 ) -> Tensor:
     """Encodes chunk sequences of the images.
 
@@ -28,20 +31,25 @@ def encode_chunks(
         images: (batch_size, C, H, W).
         idx_keep: (n * batch_size, 1 + L / n) chunk-major token indices with the
             CLS index first (``functional.chunking.chunk_token_indices``).
+        final_norm: Apply the encoder's final norm (False: the output of the
+            last block; the norm acts per token, so a caller may apply
+            ``encoder.vit.norm`` to the CLS token alone).
 
     Returns:
-        (n * batch_size, 1 + L / n, embed_dim) tokens after the final norm; row
-        ``c * batch_size + b`` is chunk c of image b, its CLS token at index 0.
+        (n * batch_size, 1 + L / n, embed_dim) tokens; row ``c * batch_size + b``
+        is chunk c of image b, its CLS token at index 0.
     """
     tokens = gather_chunks(encoder.preprocess(images), idx_keep)
     tokens = encoder.vit.norm_pre(tokens)
-    tokens = encoder.vit.blocks(tokens)
-    out: Tensor = encoder.vit.norm(tokens)
-    return out
+    out: Tensor = encoder.vit.blocks(tokens)
+    return encoder.vit.norm(out) if final_norm else out
 
 
 def random_chunks(
-    encoder: MaskedVisionTransformerTIMM, images: Tensor, num_chunks: int
+    encoder: MaskedVisionTransformerTIMM,
+    images: Tensor,
+    num_chunks: int,
+    final_norm: bool = True,
 ) -> Tensor:
     """:func:`encode_chunks` of a fresh random partition into ``num_chunks``.
 
@@ -54,4 +62,4 @@ def random_chunks(
         num_chunks,
         device=images.device,
     )
-    return encode_chunks(encoder, images, idx_keep)
+    return encode_chunks(encoder, images, idx_keep, final_norm=final_norm)
