@@ -109,14 +109,18 @@ CASES = {
 }
 
 
-def _repeat_chunks(encoder: Any, images: torch.Tensor, num_chunks: int) -> Any:
+def _repeat_chunks(
+    encoder: Any, images: torch.Tensor, num_chunks: int, final_norm: bool = True
+) -> Any:
     """lightly's own chunk path: every image patch-embedded ``num_chunks`` times."""
     from lightly_graft.functional.chunking import chunk_token_indices
 
     idx = chunk_token_indices(
         images.shape[0], encoder.vit.patch_embed.num_patches, num_chunks, images.device
     )
-    return encoder.encode(images.repeat(num_chunks, 1, 1, 1), idx_keep=idx)
+    tokens = encoder.preprocess(images.repeat(num_chunks, 1, 1, 1), idx_keep=idx)
+    tokens = encoder.vit.blocks(encoder.vit.norm_pre(tokens))
+    return encoder.vit.norm(tokens) if final_norm else tokens
 
 
 @contextlib.contextmanager

@@ -56,6 +56,26 @@ def test_chunk_token_indices__bad_num_chunks_raises(num_chunks: int) -> None:
         chunk_token_indices(2, 16, num_chunks)
 
 
+def test_chunk_token_indices__drop_remainder_keeps_chunks_equal_and_disjoint() -> None:
+    # ViT-B/16 at 224 px: 196 patches, n = 8 -> 8 chunks of 24, 4 left out
+    torch.manual_seed(0)
+    idx = chunk_token_indices(3, 196, 8, drop_remainder=True)
+    assert idx.shape == (8 * 3, 1 + 24) and (idx[:, 0] == 0).all()
+    chunks = unflatten_chunks(idx[:, 1:], 8)
+    left_out = set()
+    for b in range(3):
+        patches = chunks[:, b].flatten()
+        assert patches.unique().numel() == 192  # none repeated
+        assert patches.min() >= 1 and patches.max() <= 196
+        left_out.add(tuple(sorted(set(range(1, 197)) - set(patches.tolist()))))
+    assert len(left_out) == 3  # the left-out patches are random per image
+    # divisible: drop_remainder changes nothing
+    torch.manual_seed(1)
+    a = chunk_token_indices(2, 16, 4, drop_remainder=True)
+    torch.manual_seed(1)
+    assert torch.equal(a, chunk_token_indices(2, 16, 4))
+
+
 def test_gather_chunks__equals_repeated_images_forward() -> None:
     torch.manual_seed(0)
     encoder = _tiny_encoder()

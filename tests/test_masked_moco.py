@@ -143,9 +143,15 @@ def test_masked_moco__defaults_follow_the_paper() -> None:
     )
 
 
-def test_masked_moco__chunks_must_divide_patches() -> None:
-    with pytest.raises(GraftError, match="num_chunks=3"):
-        tiny_method("masked_moco", num_chunks=3)
+def test_masked_moco__chunks_not_dividing_patches() -> None:
+    with pytest.raises(GraftError, match="num_chunks=3.*drop_remainder=True"):
+        tiny_method("masked_moco", num_chunks=3, drop_remainder=False)
+    # default (the paper's ViT-B/16: 196 patches, n=8): equal chunks of L // n
+    torch.manual_seed(0)
+    method = tiny_method("masked_moco", num_chunks=3, num_target_chunks=3).train()
+    queries, _ = method.chunk_queries(tiny_views(1)[0])
+    assert queries.shape == (3, 8, 16)
+    assert torch.isfinite(method.training_loss(tiny_views(2)).loss)
 
 
 def test_masked_byol__byol_loss_and_no_last_predictor_norm() -> None:

@@ -30,30 +30,32 @@ from torch import Tensor
 from lightly_graft.errors import GraftError
 
 
-def check_num_chunks(num_patches: int, num_chunks: int) -> int:
-    """Returns the number of patch tokens per chunk, or raises if L % n != 0.
+def check_num_chunks(
+    num_patches: int, num_chunks: int, drop_remainder: bool = False
+) -> int:
+    """Returns the number of patch tokens per chunk, L // n.
 
     Args:
         num_patches: L, the number of patch tokens of one image (no CLS).
         num_chunks: n, the number of chunks.
-
-    Returns:
-        L // n.
+        drop_remainder: Allow L % n != 0 (the remainder is left out).
 
     Raises:
-        GraftError: if n < 1, n > L or L is not divisible by n.
+        GraftError: if n < 1, n > L, or L is not divisible by n and
+            ``drop_remainder`` is False.
     """
     if num_chunks < 1 or num_chunks > num_patches:
         raise GraftError(
             f"num_chunks={num_chunks} must be between 1 and the number of patch "
             f"tokens ({num_patches}); Masked MoCo uses n=8 by default."
         )
-    if num_patches % num_chunks != 0:
+    if num_patches % num_chunks != 0 and not drop_remainder:
         divisors = [d for d in range(1, num_patches + 1) if num_patches % d == 0]
         raise GraftError(
             f"num_chunks={num_chunks} does not divide the {num_patches} patch tokens "
-            f"of an image into equal chunks; pick one of {divisors} (or change "
-            "img_size / patch_size)."
+            f"of an image into equal chunks; pick one of {divisors}, change "
+            "img_size / patch_size, or set drop_remainder=True to leave "
+            f"{num_patches % num_chunks} random patches out of every image."
         )
     return num_patches // num_chunks
 
@@ -63,30 +65,36 @@ def chunk_token_indices(
     num_patches: int,
     num_chunks: int,
     device: torch.device | str | None = None,
+    drop_remainder: bool = False,
 ) -> Tensor:
     """Random partition of each image's patch tokens into n chunks, CLS in each.
 
     For every image the L patch indices (1..L) are shuffled with ``torch.rand``
     (global RNG, as lightly's ``random_token_mask``) and sliced into n chunks of
-    L/n. Within a chunk the indices are sorted, so n=1 gives exactly the full
+    L // n. Within a chunk the indices are sorted, so n=1 gives exactly the full
     sequence ``[0, 1, ..., L]``.
 
     Args:
         batch_size: B.
         num_patches: L, patch tokens per image (without CLS).
-        num_chunks: n; must divide L.
+        num_chunks: n; must divide L unless ``drop_remainder``.
         device: Device of the returned indices.
+        drop_remainder: When L % n != 0, leave the last L % n shuffled patches
+            (random ones) of each image out, so that the chunks stay equal (one
+            batched forward needs equal lengths). ViT-B/16 at 224 px has 196
+            patches: n=8 gives 8 chunks of 24, 4 patches left out.
 
     Returns:
-        idx_keep of shape (n * B, 1 + L / n), chunk-major (row ``c * B + b`` is
+        idx_keep of shape (n * B, 1 + L // n), chunk-major (row ``c * B + b`` is
         chunk c of image b), column 0 the CLS index 0. Over the n rows of one
-        image the patch indices are exactly 1..L, each once.
+        image every patch index appears at most once, and exactly once when n
+        divides L.
     """
-    chunk_len = check_num_chunks(num_patches, num_chunks)
+    chunk_len = check_num_chunks(num_patches, num_chunks, drop_remainder)
     noise = torch.rand(batch_size, num_patches, device=device)
-    perm = torch.argsort(noise, dim=1) + 1  # (B, L) shuffled patch indices
-    chunks = perm.view(batch_size, num_chunks, chunk_len).transpose(0, 1)
-    chunks = chunks.reshape(num_chunks * batch_size, chunk_len)  # (n*B, L/n)
+    perm = torch.argsort(noise, dim=1)[:, : num_chunks * chunk_len] + 1  # (B, n*l)
+    chunks = perm.reshape(batch_size, num_chunks, chunk_len).transpose(0, 1)
+    chunks = chunks.reshape(num_chunks * batch_size, chunk_len)  # (n*B, L//n)
     chunks = torch.sort(chunks, dim=1).values
     cls = torch.zeros(num_chunks * batch_size, 1, dtype=chunks.dtype, device=device)
     return torch.cat([cls, chunks], dim=1)

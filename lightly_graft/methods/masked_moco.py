@@ -71,6 +71,11 @@ class MaskedMoCo(GraftedMoCo):
         num_chunks: n, online chunks per view (8); must divide the patch count.
         num_target_chunks: m, target chunks per view combined by spherical mean
             (1: the full view).
+        drop_remainder: When n (or m) does not divide the patch count, give
+            every chunk L // n patches and leave the L % n remaining (random)
+            patches of each image out; False: such an n is an error. The paper
+            runs n=8 on ViT-B/16 at 224 px (196 patches) without saying how; 8
+            chunks of 24 with 4 patches left out is our reading.
         projection_hidden_dim: Projector/predictor hidden width (4096).
         projection_dim: Output width (256).
         projection_layers: Projector layers (3).
@@ -100,6 +105,7 @@ class MaskedMoCo(GraftedMoCo):
         backbone: BackboneLike = "vit_base_patch16_224",
         num_chunks: int = 8,
         num_target_chunks: int = 1,
+        drop_remainder: bool = True,
         projection_hidden_dim: int = 4096,
         projection_dim: int = 256,
         projection_layers: int = 3,
@@ -133,8 +139,9 @@ class MaskedMoCo(GraftedMoCo):
             optimizer=optimizer,
         )
         num_patches = self.backbone.vit.patch_embed.num_patches
-        check_num_chunks(num_patches, num_chunks)
-        check_num_chunks(num_patches, num_target_chunks)
+        check_num_chunks(num_patches, num_chunks, drop_remainder)
+        check_num_chunks(num_patches, num_target_chunks, drop_remainder)
+        self.drop_remainder = drop_remainder
         self.num_chunks = num_chunks
         self.num_target_chunks = num_target_chunks
         self.log_kappa = log_kappa
@@ -174,7 +181,13 @@ class MaskedMoCo(GraftedMoCo):
         n = self.num_chunks
         # output of the last block, (n*B, 1 + L/n, D); the final norm acts per
         # token, so it is applied to the CLS tokens only
-        tokens = random_chunks(self.backbone, images, n, final_norm=False)
+        tokens = random_chunks(
+            self.backbone,
+            images,
+            n,
+            final_norm=False,
+            drop_remainder=self.drop_remainder,
+        )
         projection = self.projector(self.backbone.vit.norm(tokens[:, 0]))
         prediction = self.predictor(projection)
         logs: dict[str, Tensor | float] = {}
@@ -200,7 +213,9 @@ class MaskedMoCo(GraftedMoCo):
         if m == 1:
             features = self.backbone_momentum(images)
             return self.projector_momentum(features)[None], features
-        cls = random_chunks(self.backbone_momentum, images, m)[:, 0]  # (m*B, D)
+        cls = random_chunks(
+            self.backbone_momentum, images, m, drop_remainder=self.drop_remainder
+        )[:, 0]  # (m*B, D)
         keys = unflatten_chunks(self.projector_momentum(cls), m)
         return keys, unflatten_chunks(cls, m).mean(dim=0)
 
@@ -242,6 +257,7 @@ class MaskedBYOL(MaskedMoCo):
         backbone: BackboneLike = "vit_base_patch16_224",
         num_chunks: int = 8,
         num_target_chunks: int = 1,
+        drop_remainder: bool = True,
         projection_hidden_dim: int = 4096,
         projection_dim: int = 256,
         projection_layers: int = 3,
@@ -260,6 +276,7 @@ class MaskedBYOL(MaskedMoCo):
             backbone=backbone,
             num_chunks=num_chunks,
             num_target_chunks=num_target_chunks,
+            drop_remainder=drop_remainder,
             projection_hidden_dim=projection_hidden_dim,
             projection_dim=projection_dim,
             projection_layers=projection_layers,

@@ -50,16 +50,19 @@ def random_chunks(
     images: Tensor,
     num_chunks: int,
     final_norm: bool = True,
+    drop_remainder: bool = False,
 ) -> Tensor:
-    """:func:`encode_chunks` of a fresh random partition into ``num_chunks``.
+    """:func:`encode_chunks` of a fresh random partition into ``num_chunks``
+    (``drop_remainder``: see ``functional.chunking.chunk_token_indices``).
 
     Returns:
-        (num_chunks * batch_size, 1 + L / num_chunks, embed_dim), chunk-major.
+        (num_chunks * batch_size, 1 + L // num_chunks, embed_dim), chunk-major.
     """
     idx_keep = chunk_token_indices(
         images.shape[0],
         encoder.vit.patch_embed.num_patches,
         num_chunks,
         device=images.device,
+        drop_remainder=drop_remainder,
     )
     return encode_chunks(encoder, images, idx_keep, final_norm=final_norm)
