@@ -25,12 +25,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import torch
+from timm.layers import Attention
+from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 
-def attention_from_input(attn: nn.Module, x: Tensor) -> Tensor:
+def attention_from_input(attn: Attention, x: Tensor) -> Tensor:
     """Recomputes the softmax attention map of a timm ``Attention`` module.
 
     Same operations as ``timm.layers.Attention.forward`` (unfused branch) up to the
@@ -81,7 +84,7 @@ def capture_attention(
     handles = []
     try:
         for index, block in enumerate(blocks):
-            attn = getattr(block, "attn", None)
+            attn: Any = getattr(block, "attn", None)
             missing = [
                 name
                 for name in (
@@ -112,7 +115,7 @@ def capture_attention(
 
 
 def _make_hook(index: int, callback: AttentionCallback) -> Callable[..., None]:
-    def hook(module: nn.Module, args: tuple, kwargs: dict, output: Tensor) -> None:
+    def hook(module: Any, args: tuple, kwargs: dict, output: Tensor) -> None:
         if kwargs.get("attn_mask") is not None or kwargs.get("is_causal", False):
             raise ValueError(
                 f"block {index} was called with an attention mask; attention maps "
@@ -125,7 +128,7 @@ def _make_hook(index: int, callback: AttentionCallback) -> Callable[..., None]:
 
 
 @torch.no_grad()
-def attention_maps(vit: nn.Module, images: Tensor) -> list[Tensor]:
+def attention_maps(vit: VisionTransformer, images: Tensor) -> list[Tensor]:
     """Attention maps of every block of a timm VisionTransformer.
 
     Holds all maps in memory: for large models or batches reduce per block with
@@ -145,9 +148,10 @@ def attention_maps(vit: nn.Module, images: Tensor) -> list[Tensor]:
     def keep(index: int, attention: Tensor) -> None:
         maps[index] = attention
 
-    with capture_attention(vit.blocks, keep):
+    blocks = list(vit.blocks)
+    with capture_attention(blocks, keep):
         vit.forward_features(images)
-    return [maps[i] for i in range(len(vit.blocks))]
+    return [maps[i] for i in range(len(blocks))]
 
 
 def patch_distance_matrix(

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from lightly_graft.functional.attention import (
 )
 
 
-def _tiny_vit(**kwargs: object) -> torch.nn.Module:
+def _tiny_vit(**kwargs: Any) -> Any:
     torch.manual_seed(0)
     return timm.create_model(
         "vit_tiny_patch16_224",
@@ -141,7 +142,9 @@ def test_attention_maps__match_manual_computation_for_one_block() -> None:
 def test_capture_attention__removes_hooks() -> None:
     vit = _tiny_vit()
     seen: list[int] = []
-    with capture_attention(vit.blocks, lambda index, attention: seen.append(index)):
+    with capture_attention(
+        list(vit.blocks), lambda index, attention: seen.append(index)
+    ):
         vit.forward_features(torch.randn(1, 3, 16, 16))
     vit.forward_features(torch.randn(1, 3, 16, 16))
     assert seen == [0, 1]
