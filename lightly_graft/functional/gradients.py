@@ -18,7 +18,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def flat_gradient_dot_and_norms(
@@ -91,6 +91,8 @@ def per_block_gradient_cosine(
         )
     blocks = list(params_by_block)
     params = [p for block in blocks for p in params_by_block[block]]
+    if not params:
+        return {block: math.nan for block in blocks}
     grads_a = torch.autograd.grad(loss_a, params, retain_graph=True, allow_unused=True)
     grads_b = torch.autograd.grad(
         loss_b, params, retain_graph=retain_graph, allow_unused=True
@@ -109,3 +111,23 @@ def per_block_gradient_cosine(
             # Rounding can push |cos| a hair above 1 for parallel gradients.
             cosines[block] = max(-1.0, min(1.0, dot / (norm_a * norm_b)))
     return cosines
+
+
+def block_parameters(blocks: Sequence[nn.Module]) -> dict[int, list[Tensor]]:
+    """Groups the trainable parameters of a ViT's blocks by block index.
+
+    Grouping by module (``vit.blocks[i]``) rather than by parameter name cannot
+    confuse encoder blocks with, e.g., a decoder's ``blocks.i``. Frozen parameters
+    are left out (they have no gradient); a fully frozen block gets an empty list
+    and so a NaN cosine.
+
+    Args:
+        blocks: The blocks, e.g. ``vit.blocks`` of a timm VisionTransformer.
+
+    Returns:
+        Block index (0 = lowest) -> its parameters with ``requires_grad``.
+    """
+    return {
+        index: [p for p in block.parameters() if p.requires_grad]
+        for index, block in enumerate(blocks)
+    }

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from lightly_graft.functional.gradients import (
+    block_parameters,
     flat_gradient_dot_and_norms,
     per_block_gradient_cosine,
 )
@@ -107,3 +108,15 @@ def test_flat_gradient_dot_and_norms__none_is_zero() -> None:
         [torch.tensor([3.0, 4.0]), None], [None, torch.tensor([1.0])]
     )
     assert (dot, norm_a, norm_b) == (0.0, 5.0, 1.0)
+
+
+def test_block_parameters__skips_frozen_and_gives_nan_for_frozen_block() -> None:
+    model = _two_block_model()
+    model[0].weight.requires_grad_(False)
+    blocks = block_parameters([model[0], model[1], model[2]])
+    assert blocks[0] == [model[0].bias]
+    assert blocks[1] == []
+    loss = model(torch.randn(4, 4)).sum()
+    cosines = per_block_gradient_cosine(loss, loss, blocks)
+    assert cosines[0] == pytest.approx(1.0)
+    assert math.isnan(cosines[1])
