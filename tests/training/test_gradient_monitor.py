@@ -123,7 +123,7 @@ def test_measure__leaves_grads_and_batchnorm_as_found() -> None:
     for param in module.parameters():
         param.grad = torch.full_like(param, 0.5)
     grads = {name: p.grad for name, p in module.named_parameters()}
-    norm = module.head[1]
+    norm: Any = module.head[1]
     running_mean = norm.running_mean.clone()
     batch, _ = next(iter(DataLoader(TwoViews(), batch_size=4)))
     cosines = GradientConflictMonitor().measure(module, batch)
