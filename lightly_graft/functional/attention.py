@@ -184,6 +184,17 @@ def patch_distance_matrix(
     return torch.cdist(centres, centres)
 
 
+def uniform_attention_distance(
+    grid_size: tuple[int, int], patch_size: tuple[int, int]
+) -> float:
+    """Mean attention distance of a head that attends uniformly to all patches.
+
+    The mean pixel distance between two patch centres (pairs with itself
+    included): a reference line for attention distance plots.
+    """
+    return patch_distance_matrix(grid_size, patch_size).mean().item()
+
+
 def mean_attention_distance(
     attention: Tensor,
     *,
