@@ -135,19 +135,13 @@ def test_measure_attention_distance__matches_batchwise_reference(
     batches = [torch.randn(3, 3, 16, 16), torch.randn(1, 3, 16, 16)]
     distances = measure_attention_distance(vit, batches)
     assert distances.shape == (DEPTH, 2)
-    expected = torch.stack(
-        [
-            sum(
-                mean_attention_distance(
-                    maps[block], grid_size=(4, 4), patch_size=(4, 4)
-                )
-                * images.shape[0]
-                for images, maps in ((b, attention_maps(vit, b)) for b in batches)
+    expected = torch.zeros(DEPTH, 2, dtype=torch.float64)
+    for images in batches:
+        for block, maps in enumerate(attention_maps(vit, images)):
+            distance = mean_attention_distance(
+                maps, grid_size=(4, 4), patch_size=(4, 4)
             )
-            / 4
-            for block in range(DEPTH)
-        ]
-    )
+            expected[block] += distance * images.shape[0] / 4
     torch.testing.assert_close(distances, expected, rtol=1e-10, atol=1e-10)
     png, blocks_csv, heads_csv = write_attention_distance(
         {"x": distances, "y": distances * 0.5}, tmp_path, uniform_distance=7.0
