@@ -1,0 +1,54 @@
+"""The anchor that keeps grafted blocks close to their MIM weights.
+
+Layer Grafted Pre-training, A.5/A.6: "we further ensure the early layers of the
+resultant model are close to the MIM pre-training by minimizing the l2 distance".
+The official code uses an l1 distance (``sum |w0 - w|``, weight 1e-5), so both are
+offered: ``p=2`` is ``weight * sum ||theta - theta_mim||^2`` (gradient
+``2 * weight * (theta - theta_mim)``), ``p=1`` is ``weight * sum |theta - theta_mim|``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+
+def anchor_penalty(
+    params: Sequence[Tensor],
+    references: Sequence[Tensor],
+    weight: float,
+    p: int = 2,
+) -> Tensor:
+    """``weight * sum_i ||theta_i - ref_i||_p^p`` over all tensors.
+
+    Args:
+        params: Current parameters (any shapes).
+        references: Reference tensors, same shapes, no gradient.
+        weight: The coefficient lambda.
+        p: 2 for the squared l2 distance (paper), 1 for l1 (official code).
+
+    Returns:
+        Scalar penalty; 0 if ``params`` is empty.
+    """
+    if p not in (1, 2):
+        raise ValueError(f"p must be 1 or 2, got {p}.")
+    if len(params) != len(references):
+        raise ValueError(
+            f"Got {len(params)} parameters but {len(references)} references."
+        )
+    if not params:
+        return torch.zeros(())
+    return weight * sum_of_distances(params, references, p)
+
+
+def sum_of_distances(
+    params: Sequence[Tensor], references: Sequence[Tensor], p: int = 2
+) -> Tensor:
+    """``sum_i ||theta_i - ref_i||_p^p`` (no weight)."""
+    total = params[0].new_zeros(())
+    for param, ref in zip(params, references, strict=True):
+        diff = param - ref.detach()
+        total = total + (diff.abs().sum() if p == 1 else diff.pow(2).sum())
+    return total

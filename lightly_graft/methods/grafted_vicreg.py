@@ -1,0 +1,94 @@
+"""GraftedVICReg: Layer Grafted Pre-training with VICReg as the CL step (Table 4).
+
+Same backbone and stage-wise LRs as :class:`GraftedMoCo`, VICReg's expander and
+loss (lightly's ``VICRegLoss``, 25/25/1), no momentum encoder.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from lightly_graft.methods.base import (
+    BackboneLike,
+    LossOutput,
+    OptimizerLike,
+    SSLMethod,
+)
+from lightly_graft.methods.transforms import two_view_transform
+from lightly_graft.modules.heads import vicreg_expander
+from lightly_graft.modules.objectives import build_objective
+from lightly_graft.training.optimizer import GraftedStageOptimizer
+
+make_transform = two_view_transform
+#: Default transform (224 px), as in lightly's benchmark modules.
+transform = make_transform()
+
+
+class GraftedVICReg(SSLMethod):
+    """VICReg on a ViT with stage-wise LRs, ready for grafting.
+
+    Args:
+        batch_size_per_device: Batch size per device.
+        num_classes: Online classifier classes (0: none).
+        backbone: ViT spec (default ViT-B/16).
+        expander_hidden_dim: Expander hidden width (8192).
+        expander_dim: Expander output width (8192).
+        lambda_param: Invariance weight (25).
+        mu_param: Variance weight (25).
+        nu_param: Covariance weight (1).
+        freeze_patch_embed: Do not train the patch embedding (as GraftedMoCo).
+        gather_distributed: Gather embeddings across ranks.
+        optimizer: Default: GraftedMoCo's (the paper gives no VICReg-specific
+            settings for Table 4).
+    """
+
+    def __init__(
+        self,
+        *,
+        batch_size_per_device: int,
+        num_classes: int,
+        backbone: BackboneLike = "vit_base_patch16_224",
+        expander_hidden_dim: int = 8192,
+        expander_dim: int = 8192,
+        lambda_param: float = 25.0,
+        mu_param: float = 25.0,
+        nu_param: float = 1.0,
+        freeze_patch_embed: bool = True,
+        gather_distributed: bool = False,
+        optimizer: OptimizerLike = None,
+    ) -> None:
+        super().__init__(
+            batch_size_per_device=batch_size_per_device,
+            num_classes=num_classes,
+            backbone=backbone,
+            optimizer=optimizer,
+        )
+        if freeze_patch_embed:
+            self.backbone.vit.patch_embed.requires_grad_(False)
+        self.expander = vicreg_expander(
+            self.embed_dim, expander_hidden_dim, expander_dim
+        )
+        self.objective = build_objective(
+            "vicreg",
+            lambda_param=lambda_param,
+            mu_param=mu_param,
+            nu_param=nu_param,
+            gather_distributed=gather_distributed,
+        )
+        self.store_hparams()
+
+    @classmethod
+    def default_optimizer(cls) -> GraftedStageOptimizer:
+        return GraftedStageOptimizer(
+            stage_lrs=(1.5e-5, 1.5e-5, 1.5e-4),
+            num_stages=3,
+            weight_decay=0.1,
+            betas=(0.9, 0.999),
+            warmup_epochs=40,
+        )
+
+    def training_loss(self, views: list[Tensor]) -> LossOutput:
+        features = [self.backbone(view) for view in views[:2]]
+        embeddings = [self.expander(f) for f in features]
+        loss = self.objective(embeddings, embeddings)
+        return LossOutput(loss=loss, features=features[0])

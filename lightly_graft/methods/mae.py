@@ -1,0 +1,129 @@
+"""MAE (He et al., 2022): step i of Layer Grafted Pre-training."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightly.models import utils
+from lightly.transforms import MAETransform
+from lightly.transforms.utils import IMAGENET_NORMALIZE
+from torch import Tensor
+
+from lightly_graft.methods.base import (
+    BackboneLike,
+    LossOutput,
+    OptimizerLike,
+    SSLMethod,
+)
+from lightly_graft.modules.decoder import MAEDecoder
+from lightly_graft.modules.objectives import build_objective
+from lightly_graft.training.optimizer import GraftedStageOptimizer
+
+
+def make_transform(
+    input_size: int = 224,
+    min_scale: float = 0.2,
+    normalize: dict[str, list[float]] | None = None,
+) -> MAETransform:
+    """MAE's augmentation: random resized crop + horizontal flip."""
+    return MAETransform(
+        input_size=input_size,
+        min_scale=min_scale,
+        normalize=normalize or IMAGENET_NORMALIZE,
+    )
+
+
+#: Default transform (224 px), as in lightly's benchmark modules.
+transform = make_transform()
+
+
+class MAE(SSLMethod):
+    """Masked autoencoder with lightly's masked ViT and decoder.
+
+    Args:
+        batch_size_per_device: Batch size per device.
+        num_classes: Online classifier classes (0: none).
+        backbone: ViT spec (default ViT-B/16).
+        mask_ratio: Fraction of patches masked (0.75).
+        decoder_dim: Decoder width (512).
+        decoder_depth: Decoder blocks (8).
+        decoder_num_heads: Decoder heads (16).
+        norm_pix: Per-patch normalised pixel targets (MAE's ``norm_pix_loss``).
+        optimizer: Default AdamW, base LR 1.5e-4, betas (0.9, 0.95), wd 0.05,
+            40 warmup epochs, one LR for all blocks.
+    """
+
+    num_views = 1
+
+    def __init__(
+        self,
+        *,
+        batch_size_per_device: int,
+        num_classes: int,
+        backbone: BackboneLike = "vit_base_patch16_224",
+        mask_ratio: float = 0.75,
+        decoder_dim: int = 512,
+        decoder_depth: int = 8,
+        decoder_num_heads: int = 16,
+        norm_pix: bool = True,
+        optimizer: OptimizerLike = None,
+    ) -> None:
+        super().__init__(
+            batch_size_per_device=batch_size_per_device,
+            num_classes=num_classes,
+            backbone=backbone,
+            optimizer=optimizer,
+        )
+        if not 0.0 < mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}.")
+        self.mask_ratio = mask_ratio
+        vit = self.backbone.vit
+        self.patch_size: int = vit.patch_embed.patch_size[0]
+        self.decoder = MAEDecoder(
+            num_patches=vit.patch_embed.num_patches,
+            patch_size=self.patch_size,
+            in_chans=vit.patch_embed.proj.in_channels,
+            embed_dim=self.embed_dim,
+            decoder_dim=decoder_dim,
+            decoder_depth=decoder_depth,
+            decoder_num_heads=decoder_num_heads,
+            num_prefix_tokens=vit.num_prefix_tokens,
+        )
+        self.objective = build_objective("mae", norm_pix=norm_pix)
+        self.store_hparams()
+
+    @classmethod
+    def default_optimizer(cls) -> GraftedStageOptimizer:
+        return GraftedStageOptimizer(
+            base_lr=1.5e-4,
+            num_stages=1,
+            weight_decay=0.05,
+            betas=(0.9, 0.95),
+            warmup_epochs=40,
+        )
+
+    def mask(self, batch_size: int, device: Any) -> tuple[Tensor, Tensor]:
+        """lightly's random token mask: ``(idx_keep, idx_mask)`` token indices,
+        CLS (index 0) always kept."""
+        return utils.random_token_mask(
+            size=(batch_size, self.backbone.sequence_length),
+            mask_ratio=self.mask_ratio,
+            device=device,
+        )
+
+    def reconstruction(
+        self, images: Tensor, idx_keep: Tensor, idx_mask: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Encodes the visible tokens, decodes, and returns ``(loss, x_encoded)``."""
+        x_encoded = self.backbone.encode(images, idx_keep=idx_keep)  # (B, 1 + keep, D)
+        prediction = self.decoder(x_encoded, idx_keep, idx_mask)  # (B, masked, p*p*C)
+        patches = utils.patchify(images, self.patch_size)  # (B, L, p*p*C)
+        # idx_mask counts the CLS token as 0; patches do not.
+        target = utils.get_at_index(patches, idx_mask - 1)
+        return self.objective(prediction, target), x_encoded
+
+    def training_loss(self, views: list[Tensor]) -> LossOutput:
+        images = views[0]
+        idx_keep, idx_mask = self.mask(images.shape[0], images.device)
+        loss, x_encoded = self.reconstruction(images, idx_keep, idx_mask)
+        return LossOutput(loss=loss, features=x_encoded[:, 0])

@@ -1,0 +1,37 @@
+"""MoCo v3 InfoNCE objective (``contrastive``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor
+
+from lightly_graft.functional.contrastive import infonce
+from lightly_graft.modules.objectives import Objective, register_objective
+
+
+@register_objective("contrastive")
+class ContrastiveObjective(Objective):
+    """MoCo v3's symmetric InfoNCE: ``sum_{i != j} ctr(online[i], target[j])``,
+    for two views ``ctr(q1, k2) + ctr(q2, k1)``; each term is scaled by 2 tau.
+
+    Args:
+        temperature: tau (MoCo v3 ViT: 0.2).
+        gather_distributed: Gather keys across ranks (no-op in one process).
+    """
+
+    def __init__(self, temperature: float = 0.2, gather_distributed: bool = False):
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}.")
+        self.temperature = temperature
+        self.gather_distributed = gather_distributed
+
+    def forward(self, online: Sequence[Tensor], target: Sequence[Tensor]) -> Tensor:
+        loss = [
+            infonce(q, k, self.temperature, self.gather_distributed)
+            for i, q in enumerate(online)
+            for j, k in enumerate(target)
+            if i != j
+        ]
+        return sum(loss[1:], loss[0])

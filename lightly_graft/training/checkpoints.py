@@ -1,0 +1,291 @@
+"""Reading and writing backbone checkpoints in explicitly named formats.
+
+Formats (never guessed from the keys a file happens to hold):
+
+- ``lightly_graft``: this package's own file, ``{"format": "lightly_graft",
+  "version": 1, "backbone": {"name", "kwargs"}, "state_dict": {timm names}}``.
+- ``lightning``: a Lightning checkpoint of a zoo method; the online encoder is
+  ``state_dict["backbone.vit.*"]`` and the architecture is in
+  ``hyper_parameters["backbone"]``.
+- ``mae``: facebookresearch/mae's ``{"model": state_dict}`` in timm names
+  (``mae_pretrain_vit_base.pth``; full training checkpoints also hold the
+  decoder, whose keys are skipped).
+- ``timm``: a plain timm state dict (a run's ``backbone.pt``; the architecture is
+  in ``backbone.json`` beside it).
+
+Everything is read with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from timm.models.vision_transformer import VisionTransformer
+from torch import Tensor
+
+from lightly_graft.errors import CheckpointError, did_you_mean, format_options
+from lightly_graft.modules.backbone import BackboneSpec, build_vit
+
+FORMATS = ("lightly_graft", "lightning", "mae", "timm")
+LIGHTNING_ENCODER_PREFIX = "backbone.vit."
+SPEC_FILE = "backbone.json"
+# Keys of a timm/MAE file that are not part of the encoder: classifier heads and
+# MAE's decoder. They are reported as skipped, never loaded.
+_NON_ENCODER_PREFIXES = ("head.", "fc_norm.", "decoder", "mask_token")
+
+
+def check_format(format: str) -> str:
+    if format not in FORMATS:
+        raise CheckpointError(
+            f"Unknown checkpoint format '{format}'{did_you_mean(format, FORMATS)}; "
+            f"valid formats: {format_options(FORMATS)}."
+        )
+    return format
+
+
+def read_checkpoint(path: str | Path) -> Any:
+    """``torch.load(path, map_location='cpu', weights_only=True)`` with clear errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"Checkpoint '{path}' does not exist (or is not a file). Check the path."
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for unreadable files
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise CheckpointError(
+            f"Checkpoint '{path}' cannot be read as a PyTorch file with "
+            f"weights_only=True ({type(error).__name__}: {first_line}). Is it a "
+            "complete .pt/.pth/.ckpt file?"
+        ) from None
+
+
+def _keys_preview(obj: Any) -> str:
+    if isinstance(obj, Mapping):
+        keys = list(obj)[:6]
+        return f"a dict with keys {keys}{' ...' if len(obj) > 6 else ''}"
+    return f"a {type(obj).__name__}"
+
+
+def _format_hint(obj: Any) -> str:
+    """Names the format a file looks like, as a hint in an error; the format
+    used is always the one the user named."""
+    if not isinstance(obj, Mapping):
+        return ""
+    if obj.get("format") == "lightly_graft":
+        return " It looks like a 'lightly_graft' file."
+    if "pytorch-lightning_version" in obj or "state_dict" in obj:
+        return " It looks like a 'lightning' checkpoint."
+    if "model" in obj:
+        return " It looks like a 'mae' checkpoint."
+    if obj and all(isinstance(v, Tensor) for v in obj.values()):
+        return " It looks like a plain 'timm' state dict."
+    return ""
+
+
+def _wrong_format(path: Path, format: str, obj: Any, expected: str) -> CheckpointError:
+    return CheckpointError(
+        f"'{path}' is not a '{format}' checkpoint: {expected}, but it is "
+        f"{_keys_preview(obj)}.{_format_hint(obj)} Pass the format that matches "
+        "the file (--format / format=)."
+    )
+
+
+def split_encoder_state(
+    state: Mapping[str, Tensor],
+) -> tuple[dict[str, Tensor], list[str]]:
+    """Splits a timm-named state into encoder keys and skipped (head/decoder) keys."""
+    encoder = {
+        k: v for k, v in state.items() if not k.startswith(_NON_ENCODER_PREFIXES)
+    }
+    skipped = [k for k in state if k.startswith(_NON_ENCODER_PREFIXES)]
+    return encoder, skipped
+
+
+def load_encoder_state(
+    path: str | Path, format: str
+) -> tuple[dict[str, Tensor], dict[str, Any] | None, list[str]]:
+    """Reads the encoder weights of a checkpoint, in timm names.
+
+    Returns:
+        ``(state, spec, skipped)``: the timm-named encoder state dict, the
+        backbone spec dict stored in the file (``lightly_graft``, ``lightning``)
+        or None, and the keys of the file that are not encoder weights.
+
+    Raises:
+        CheckpointError: missing or unreadable file, or not of the named format.
+    """
+    check_format(format)
+    path = Path(path)
+    obj = read_checkpoint(path)
+    spec: dict[str, Any] | None = None
+    if format == "lightly_graft":
+        if not (isinstance(obj, Mapping) and obj.get("format") == "lightly_graft"):
+            raise _wrong_format(
+                path, format, obj, "it should hold format='lightly_graft'"
+            )
+        state, spec = dict(obj["state_dict"]), dict(obj["backbone"])
+    elif format == "lightning":
+        if not (
+            isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping)
+        ):
+            raise _wrong_format(path, format, obj, "it should hold 'state_dict'")
+        full = obj["state_dict"]
+        state = {
+            k[len(LIGHTNING_ENCODER_PREFIX) :]: v
+            for k, v in full.items()
+            if k.startswith(LIGHTNING_ENCODER_PREFIX)
+        }
+        if not state:
+            raise CheckpointError(
+                f"Lightning checkpoint '{path}' has no '{LIGHTNING_ENCODER_PREFIX}*' "
+                "weights: it is not a checkpoint of a lightly-graft zoo method."
+            )
+        hparams = obj.get("hyper_parameters") or {}
+        spec = (
+            dict(hparams["backbone"])
+            if isinstance(hparams.get("backbone"), Mapping)
+            else None
+        )
+    elif format == "mae":
+        if not (isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping)):
+            raise _wrong_format(path, format, obj, "it should hold 'model'")
+        state = dict(obj["model"])
+    else:
+        if not (
+            isinstance(obj, Mapping)
+            and obj
+            and all(isinstance(v, Tensor) for v in obj.values())
+        ):
+            raise _wrong_format(
+                path, format, obj, "it should map parameter names to tensors"
+            )
+        state = dict(obj)
+    state, skipped = split_encoder_state(state)
+    return state, spec, skipped
+
+
+def resolve_spec(
+    path: str | Path,
+    stored: Mapping[str, Any] | None,
+    spec: BackboneSpec | Mapping[str, Any] | str | None,
+) -> BackboneSpec:
+    """The architecture of a checkpoint: the given ``spec``, else the one stored
+    in the file, else ``backbone.json`` beside it."""
+    if spec is not None:
+        return BackboneSpec.coerce(spec)
+    if stored is not None:
+        return BackboneSpec.coerce(stored)
+    sidecar = Path(path).with_name(SPEC_FILE)
+    if sidecar.is_file():
+        try:
+            return BackboneSpec.coerce(json.loads(sidecar.read_text()))
+        except (json.JSONDecodeError, ValueError) as error:
+            raise CheckpointError(
+                f"'{sidecar}' is not a valid backbone spec: {error}"
+            ) from None
+    raise CheckpointError(
+        f"The architecture of '{path}' is unknown: the file does not store it and "
+        f"there is no '{SPEC_FILE}' beside it. Give the timm model name and "
+        "overrides (e.g. --model vit_base_patch16_224)."
+    )
+
+
+def load_backbone(
+    path: str | Path,
+    format: str,
+    spec: BackboneSpec | Mapping[str, Any] | str | None = None,
+) -> tuple[VisionTransformer, BackboneSpec]:
+    """Builds the timm ViT of a checkpoint and loads its encoder weights (all
+    keys, all shapes checked).
+
+    Raises:
+        CheckpointError: if the file is missing/unreadable/of another format, or
+            the weights do not fit the architecture (names the keys and shapes).
+    """
+    state, stored, _ = load_encoder_state(path, format)
+    spec = resolve_spec(path, stored, spec)
+    vit = build_vit(spec)
+    check_state_fits(vit.state_dict(), state, str(path))
+    vit.load_state_dict(state, strict=True)
+    return vit, spec
+
+
+def check_state_fits(
+    target: Mapping[str, Tensor], source: Mapping[str, Tensor], name: str
+) -> None:
+    """Raises a :class:`CheckpointError` naming every missing, unexpected and
+    mismatched key if ``source`` does not load into ``target`` exactly."""
+    missing = sorted(set(target) - set(source))
+    unexpected = sorted(set(source) - set(target))
+    mismatched = mismatched_shapes(target, source)
+    if missing or unexpected or mismatched:
+        raise CheckpointError(describe_mismatch(name, missing, unexpected, mismatched))
+
+
+def mismatched_shapes(
+    target: Mapping[str, Tensor], source: Mapping[str, Tensor]
+) -> list[tuple[str, tuple[int, ...], tuple[int, ...]]]:
+    """``(key, source shape, target shape)`` of keys in both with other shapes."""
+    return [
+        (k, tuple(source[k].shape), tuple(target[k].shape))
+        for k in sorted(set(target) & set(source))
+        if tuple(source[k].shape) != tuple(target[k].shape)
+    ]
+
+
+def describe_mismatch(
+    name: str,
+    missing: list[str],
+    unexpected: list[str],
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]],
+    limit: int = 8,
+) -> str:
+    parts = [f"The weights of '{name}' do not fit the model:"]
+    if mismatched:
+        shown = ", ".join(
+            f"{k}: checkpoint {s} vs model {t}" for k, s, t in mismatched[:limit]
+        )
+        parts.append(f"{len(mismatched)} shape mismatch(es) ({shown})")
+    if missing:
+        parts.append(f"{len(missing)} missing key(s) {missing[:limit]}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s) {unexpected[:limit]}")
+    parts.append(
+        "Check that the backbone (name, img_size, patch_size, embed_dim, depth) "
+        "matches the checkpoint."
+    )
+    return " ".join(parts)
+
+
+def save_backbone(path: str | Path, vit: VisionTransformer, spec: BackboneSpec) -> Path:
+    """Writes the ``lightly_graft`` format (weights + architecture)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().clone() for k, v in vit.state_dict().items()}
+    torch.save(
+        {
+            "format": "lightly_graft",
+            "version": 1,
+            "backbone": spec.to_dict(),
+            "state_dict": state,
+        },
+        path,
+    )
+    return path
+
+
+def export_timm(path: str | Path, vit: VisionTransformer, spec: BackboneSpec) -> Path:
+    """Writes a plain timm state dict (``timm`` format) and ``backbone.json``
+    beside it. ``timm.create_model(name, pretrained=False, num_classes=0,
+    **kwargs).load_state_dict(torch.load(path))`` loads it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.detach().cpu().clone() for k, v in vit.state_dict().items()}, path)
+    path.with_name(SPEC_FILE).write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
+    return path

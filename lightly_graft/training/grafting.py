@@ -1,0 +1,321 @@
+"""The Grafting callback: MIM weights into the lower blocks, and the anchor.
+
+Layer Grafted Pre-training (§2.4, A.5, A.6): step ii starts from the step-i
+(MIM) weights; the embeddings and blocks ``[0, k)`` of the online and momentum
+encoders are loaded key for key (timm names, as the official code does), and an
+optional penalty ``lambda * ||theta - theta_mim||^2`` keeps the anchored blocks
+close to them.
+
+The position embedding is loaded as it is, never rebuilt: MoCo v3's sin-cos
+table is MAE's with the patch grid transposed, so regenerating one over the
+other would silently scramble positions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+
+from lightly_graft.errors import CheckpointError
+from lightly_graft.functional.anchor import anchor_penalty, sum_of_distances
+from lightly_graft.modules.backbone import param_location
+from lightly_graft.training.checkpoints import (
+    check_format,
+    describe_mismatch,
+    load_encoder_state,
+    mismatched_shapes,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GraftReport:
+    """What a graft did. ``loaded``: keys copied (timm names); ``missing``:
+    keys to graft that the checkpoint lacks; ``unexpected``: checkpoint keys the
+    model lacks; ``skipped``: keys present in both but outside the grafted
+    range, plus the checkpoint's non-encoder keys (heads, decoder);
+    ``mismatched``: ``(key, checkpoint shape, model shape)``."""
+
+    source: str
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(
+        default_factory=list
+    )
+
+    @property
+    def is_complete(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def summary(self) -> str:
+        return (
+            f"Grafted {len(self.loaded)} tensors from '{self.source}' "
+            f"(missing {len(self.missing)}, unexpected {len(self.unexpected)}, "
+            f"skipped {len(self.skipped)}, shape mismatches {len(self.mismatched)})"
+        )
+
+
+def grafted_keys(
+    state_keys: Sequence[str], depth: int, num_blocks: int, norm: bool
+) -> list[str]:
+    """Keys (timm names) of the embeddings, blocks ``[0, num_blocks)`` and, if
+    ``norm``, the final norm; nothing at all when ``num_blocks == 0``."""
+    if num_blocks == 0:
+        return []
+    keys = []
+    for key in state_keys:
+        loc = param_location(key, depth, 1)
+        if loc.block == -1 or 0 <= loc.block < num_blocks:
+            keys.append(key)
+        elif norm and key.startswith("norm."):
+            keys.append(key)
+    return keys
+
+
+class AnchorRegularizer(nn.Module):
+    """``weight * sum ||theta - theta_mim||_p^p`` over named parameters of a model.
+
+    The MIM weights are non-persistent buffers (they follow the module across
+    devices, are never optimizer parameters and are not written into
+    checkpoints); ``forward(model)`` reads the current parameters by name.
+    """
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        references: Sequence[Tensor],
+        stages: Sequence[int],
+        weight: float,
+        p: int = 2,
+    ) -> None:
+        super().__init__()
+        if p not in (1, 2):
+            raise ValueError(f"anchor p must be 1 or 2, got {p}.")
+        self.names = list(names)
+        self.stages = list(stages)
+        self.weight = weight
+        self.p = p
+        for i, ref in enumerate(references):
+            self.register_buffer(f"ref{i}", ref.detach().clone(), persistent=False)
+
+    def references(self) -> list[Tensor]:
+        return [getattr(self, f"ref{i}") for i in range(len(self.names))]
+
+    def forward(self, model: nn.Module) -> Tensor:
+        params = [model.get_parameter(n) for n in self.names]
+        return anchor_penalty(params, self.references(), self.weight, self.p)
+
+    @torch.no_grad()
+    def distances(self, model: nn.Module) -> dict[int, float]:
+        """Unweighted distance ``sum ||theta - theta_mim||_p^p`` per stage."""
+        out: dict[int, float] = {}
+        for stage in sorted(set(self.stages)):
+            idx = [i for i, s in enumerate(self.stages) if s == stage]
+            params = [model.get_parameter(self.names[i]) for i in idx]
+            refs = [self.references()[i] for i in idx]
+            out[stage] = float(sum_of_distances(params, refs, self.p))
+        return out
+
+
+class Grafting(pl.Callback):
+    """Loads MIM weights into the lower blocks before training; adds the anchor.
+
+    Args:
+        checkpoint: Path of the step-i checkpoint.
+        format: Its format: ``lightly_graft``, ``lightning``, ``mae`` or ``timm``.
+        num_blocks: Graft the embeddings and blocks ``[0, num_blocks)``; None =
+            all blocks. 0 grafts nothing (plain training from scratch).
+        graft_norm: Also load the final norm; default: when all blocks are grafted.
+        anchor_weight: lambda of the anchor; 0 = no anchor.
+        anchor_p: 2 (squared l2, paper) or 1 (l1, official code).
+        anchor_blocks: Anchor the embeddings and blocks ``[0, anchor_blocks)``;
+            default: the grafted blocks (ViT-L in the paper: 12).
+        num_stages: Stages for the per-stage anchor-distance logs.
+        freeze_epochs: Keep the grafted blocks frozen for the first N epochs
+            (MIM->CL grafting, Table 1: freeze them for the whole run).
+        allow_partial: Load what fits instead of refusing a partial or
+            mismatched checkpoint.
+        log_every_n_steps: How often to log the anchor distance per stage.
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        format: str,
+        num_blocks: int | None = None,
+        graft_norm: bool | None = None,
+        anchor_weight: float = 0.0,
+        anchor_p: int = 2,
+        anchor_blocks: int | None = None,
+        num_stages: int = 3,
+        freeze_epochs: int = 0,
+        allow_partial: bool = False,
+        log_every_n_steps: int = 50,
+    ) -> None:
+        super().__init__()
+        self.checkpoint = Path(checkpoint)
+        self.format = check_format(format)
+        if num_blocks is not None and num_blocks < 0:
+            raise ValueError(f"num_blocks must be >= 0, got {num_blocks}.")
+        if anchor_weight < 0:
+            raise ValueError(f"anchor_weight must be >= 0, got {anchor_weight}.")
+        if anchor_p not in (1, 2):
+            raise ValueError(f"anchor_p must be 1 or 2, got {anchor_p}.")
+        self.num_blocks = num_blocks
+        self.graft_norm = graft_norm
+        self.anchor_weight = anchor_weight
+        self.anchor_p = anchor_p
+        self.anchor_blocks = anchor_blocks
+        self.num_stages = num_stages
+        self.freeze_epochs = freeze_epochs
+        self.allow_partial = allow_partial
+        self.log_every_n_steps = log_every_n_steps
+        self.report: GraftReport | None = None
+        self._frozen_names: list[str] = []
+        self._trainable: dict[str, bool] = {}
+
+    # -- loading -------------------------------------------------------------
+    def graft(self, pl_module: Any) -> GraftReport:
+        """Loads the weights into every encoder of ``pl_module.encoders()``,
+        registers the anchor, and returns the report (also kept as
+        ``self.report``)."""
+        source, _, non_encoder = load_encoder_state(self.checkpoint, self.format)
+        encoders = pl_module.encoders()
+        online = encoders["backbone"]
+        target = online.vit.state_dict()
+        depth = len(online.vit.blocks)
+        k = depth if self.num_blocks is None else self.num_blocks
+        if k > depth:
+            raise CheckpointError(f"num_blocks={k} exceeds the model depth {depth}.")
+        norm = (k == depth) if self.graft_norm is None else self.graft_norm
+        report = self._match(source, target, depth, k, norm)
+        report.skipped += non_encoder
+        if not report.is_complete and not self.allow_partial:
+            raise CheckpointError(
+                describe_mismatch(
+                    str(self.checkpoint),
+                    report.missing,
+                    report.unexpected,
+                    report.mismatched,
+                )
+                + " Pass allow_partial=True to load only what fits."
+            )
+        subset = {key: source[key] for key in report.loaded}
+        with torch.no_grad():
+            for encoder in encoders.values():
+                encoder.vit.load_state_dict(subset, strict=False)
+        self._register_anchor(pl_module, online, source, depth, k)
+        self._frozen_names = [
+            f"{_prefix(pl_module, online)}vit.{key}" for key in report.loaded
+        ]
+        self.report = report
+        log.info(report.summary())
+        return report
+
+    def _match(
+        self,
+        source: dict[str, Tensor],
+        target: dict[str, Tensor],
+        depth: int,
+        k: int,
+        norm: bool,
+    ) -> GraftReport:
+        wanted = grafted_keys(list(target), depth, k, norm)
+        report = GraftReport(source=str(self.checkpoint))
+        report.missing = sorted(key for key in wanted if key not in source)
+        report.unexpected = sorted(key for key in source if key not in target)
+        report.mismatched = mismatched_shapes({k_: target[k_] for k_ in wanted}, source)
+        bad = {m[0] for m in report.mismatched}
+        report.loaded = [key for key in wanted if key in source and key not in bad]
+        report.skipped = sorted(
+            key for key in source if key in target and key not in wanted
+        )
+        return report
+
+    def _register_anchor(
+        self,
+        pl_module: Any,
+        online: Any,
+        source: dict[str, Tensor],
+        depth: int,
+        k: int,
+    ) -> None:
+        blocks = k if self.anchor_blocks is None else self.anchor_blocks
+        if self.anchor_weight == 0 or blocks == 0:
+            return
+        if not hasattr(pl_module, "regularizers"):
+            raise TypeError(
+                f"{type(pl_module).__name__} has no `regularizers` ModuleDict for the anchor."
+            )
+        prefix = _prefix(pl_module, online)
+        names, refs, stages = [], [], []
+        params = dict(pl_module.named_parameters())
+        for key in grafted_keys(
+            list(online.vit.state_dict()), depth, blocks, norm=False
+        ):
+            name = f"{prefix}vit.{key}"
+            param = params.get(name)
+            if param is None or not param.requires_grad or key not in source:
+                continue  # buffers and frozen tensors do not move: no anchor needed
+            names.append(name)
+            refs.append(source[key].to(param.dtype))
+            stages.append(param_location(key, depth, self.num_stages).stage)
+        pl_module.regularizers["graft_anchor"] = AnchorRegularizer(
+            names, refs, stages, self.anchor_weight, self.anchor_p
+        )
+
+    # -- Lightning hooks -------------------------------------------------------
+    def setup(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str
+    ) -> None:
+        # Runs before configure_optimizers and before a resumed checkpoint is
+        # restored, so a resume overwrites the grafted weights with its own.
+        if stage == "fit":
+            self.graft(pl_module)
+
+    def on_train_epoch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule
+    ) -> None:
+        if self.freeze_epochs <= 0:
+            return
+        params = dict(pl_module.named_parameters())
+        freeze = trainer.current_epoch < self.freeze_epochs
+        for name in self._frozen_names:
+            param = params[name]
+            self._trainable.setdefault(name, param.requires_grad)
+            param.requires_grad_(False if freeze else self._trainable[name])
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        regularizers: Any = getattr(pl_module, "regularizers", {})
+        anchor = (
+            regularizers["graft_anchor"] if "graft_anchor" in regularizers else None
+        )
+        if anchor is None or trainer.global_step % self.log_every_n_steps != 0:
+            return
+        for stage, value in anchor.distances(pl_module).items():
+            pl_module.log(f"graft/anchor_distance_stage{stage}", value)
+
+
+def _prefix(pl_module: nn.Module, encoder: nn.Module) -> str:
+    """Name prefix of ``encoder`` inside ``pl_module`` (e.g. ``backbone.``)."""
+    for name, module in pl_module.named_modules():
+        if module is encoder:
+            return f"{name}." if name else ""
+    raise ValueError("The online encoder is not a submodule of the method.")

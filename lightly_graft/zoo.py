@@ -1,0 +1,128 @@
+"""The zoo: one registry from a method name to its LightningModule, its config
+dataclass and its default transform.
+
+Recipes resolve ``method:`` through it, the tests parametrize over it, and
+``lightly-graft zoo`` lists it. Every entry also follows the contract of lightly's
+benchmark methods, so it can be dropped into the ``METHODS`` dict of lightly's
+benchmark scripts::
+
+    METHODS["grafted_moco"] = {"model": zoo.get("grafted_moco").cls,
+                               "transform": zoo.get("grafted_moco").transform}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from lightly_graft.errors import GraftError, did_you_mean, format_options
+
+# Modules whose import registers the built-in methods.
+_METHOD_MODULES = ("lightly_graft.methods",)
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """A registered method.
+
+    Attributes:
+        name: Registry key (``grafted_moco``).
+        cls: The LightningModule class.
+        config_cls: Frozen dataclass of the constructor's keyword arguments
+            (types and defaults taken from the signature); the recipe layer
+            validates ``method_args`` with it.
+        transform_factory: ``make_transform(input_size=..., **kwargs)`` of the
+            method's module.
+        transform: The module-level default transform (224 px).
+        description: One line for ``lightly-graft zoo``.
+        recipe: Default recipe path, relative to the repository root.
+    """
+
+    name: str
+    cls: type
+    config_cls: type
+    transform_factory: Callable[..., Any]
+    transform: Any
+    description: str
+    recipe: str | None
+
+
+_REGISTRY: dict[str, ZooEntry] = {}
+
+
+def config_dataclass(cls: type) -> type:
+    """A frozen dataclass with one field per keyword argument of ``cls``."""
+    init = vars(cls).get("__init__") or cls.__init__  # type: ignore[misc]
+    signature = inspect.signature(init)
+    hints = typing.get_type_hints(init)
+    fields: list[Any] = []
+    for name, param in signature.parameters.items():
+        if name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        kind = hints.get(name, Any)
+        if param.default is inspect.Parameter.empty:
+            fields.append((name, kind))
+        else:
+            fields.append((name, kind, dataclasses.field(default=param.default)))
+    # Required fields first, as dataclasses need.
+    fields.sort(key=lambda f: len(f) == 3)
+    return dataclasses.make_dataclass(f"{cls.__name__}Config", fields, frozen=True)
+
+
+def register(
+    name: str,
+    cls: type,
+    *,
+    transform_factory: Callable[..., Any],
+    transform: Any,
+    description: str,
+    recipe: str | None = None,
+) -> ZooEntry:
+    """Registers a method; a duplicate name is an error."""
+    if name in _REGISTRY:
+        raise ValueError(
+            f"A method named '{name}' is already registered ({_REGISTRY[name].cls})."
+        )
+    entry = ZooEntry(
+        name=name,
+        cls=cls,
+        config_cls=config_dataclass(cls),
+        transform_factory=transform_factory,
+        transform=transform,
+        description=description,
+        recipe=recipe,
+    )
+    _REGISTRY[name] = entry
+    return entry
+
+
+def _load() -> None:
+    for module in _METHOD_MODULES:
+        importlib.import_module(module)
+
+
+def names() -> list[str]:
+    _load()
+    return sorted(_REGISTRY)
+
+
+def entries() -> list[ZooEntry]:
+    _load()
+    return [_REGISTRY[n] for n in sorted(_REGISTRY)]
+
+
+def get(name: str) -> ZooEntry:
+    """The entry of ``name``; an unknown name is a :class:`GraftError` listing the
+    registered names."""
+    _load()
+    if name not in _REGISTRY:
+        raise GraftError(
+            f"Unknown method '{name}'{did_you_mean(name, _REGISTRY)}; registered "
+            f"methods: {format_options(_REGISTRY)}."
+        )
+    return _REGISTRY[name]

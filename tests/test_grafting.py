@@ -1,0 +1,307 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import fit_tiny, tiny_method
+from torch.testing import assert_close
+
+from lightly_graft import Grafting
+from lightly_graft.errors import CheckpointError
+from lightly_graft.modules.backbone import BackboneSpec
+from lightly_graft.training.checkpoints import export_timm, load_backbone, save_backbone
+
+FORMATS = ("lightly_graft", "lightning", "mae", "timm")
+
+
+@pytest.fixture(scope="module")
+def mim_checkpoints(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[dict[str, Path], dict[str, torch.Tensor]]:
+    """A tiny MAE trained two steps, saved in each of the four formats."""
+    torch.manual_seed(0)
+    tmp = tmp_path_factory.mktemp("mim")
+    mae = tiny_method("mae")
+    trainer = fit_tiny(mae, num_views=1, max_steps=2)
+    vit = mae.backbone.vit
+    spec = BackboneSpec.coerce(mae.hparams["backbone"])
+    paths = {f: tmp / f / "ckpt.pt" for f in FORMATS}
+    paths["lightning"] = tmp / "lightning" / "mae.ckpt"
+    paths["lightning"].parent.mkdir()
+    trainer.save_checkpoint(paths["lightning"])
+    save_backbone(paths["lightly_graft"], vit, spec)
+    export_timm(paths["timm"], vit, spec)
+    paths["mae"].parent.mkdir()
+    # facebookresearch/mae full checkpoints hold the decoder too: it must be skipped.
+    model = {
+        **vit.state_dict(),
+        "decoder_embed.weight": torch.zeros(16, 32),
+        "mask_token": torch.zeros(1, 1, 16),
+    }
+    torch.save({"model": model, "epoch": 1}, paths["mae"])
+    return paths, {k: v.clone() for k, v in vit.state_dict().items()}
+
+
+@pytest.mark.parametrize("format", FORMATS)
+def test_grafting__loads_every_format(mim_checkpoints, format: str) -> None:
+    paths, source = mim_checkpoints
+    moco = tiny_method("grafted_moco")
+    callback = Grafting(paths[format], format=format, num_blocks=2)
+    report = callback.graft(moco)
+    for encoder in (moco.backbone, moco.backbone_momentum):
+        state = encoder.vit.state_dict()
+        for key in (
+            "cls_token",
+            "pos_embed",
+            "patch_embed.proj.weight",
+            "blocks.0.attn.qkv.weight",
+            "blocks.1.mlp.fc2.bias",
+        ):
+            assert_close(state[key], source[key], rtol=0, atol=0)
+        assert not torch.equal(
+            state["blocks.2.attn.qkv.weight"], source["blocks.2.attn.qkv.weight"]
+        )
+        assert not torch.equal(state["norm.weight"], source["norm.weight"])
+    assert report.is_complete
+    assert set(report.loaded) == {
+        k
+        for k in source
+        if k.startswith(
+            ("cls_token", "pos_embed", "patch_embed", "blocks.0.", "blocks.1.")
+        )
+    }
+    assert {
+        k for k in report.skipped if not k.startswith(("decoder", "mask_token"))
+    } == {k for k in source if k.startswith(("blocks.2.", "norm."))}
+    if format == "mae":
+        assert {"decoder_embed.weight", "mask_token"} <= set(report.skipped)
+
+
+def test_grafting__all_blocks_includes_norm(mim_checkpoints) -> None:
+    paths, source = mim_checkpoints
+    moco = tiny_method("grafted_moco")
+    report = Grafting(paths["timm"], format="timm").graft(moco)
+    assert set(report.loaded) == set(source)
+    assert_close(moco.backbone.vit.state_dict()["norm.weight"], source["norm.weight"])
+
+
+def test_grafting__pos_embed_is_loaded_not_rebuilt(
+    mim_checkpoints, tmp_path: Path
+) -> None:
+    paths, source = mim_checkpoints
+    state = dict(source)
+    # A position table that no sin-cos rebuild would produce (transposed grid).
+    grid = (
+        state["pos_embed"][:, 1:]
+        .reshape(1, 4, 4, -1)
+        .transpose(1, 2)
+        .reshape(1, 16, -1)
+    )
+    state["pos_embed"] = torch.cat([state["pos_embed"][:, :1], grid], dim=1)
+    torch.save(state, tmp_path / "transposed.pt")
+    moco = tiny_method("grafted_moco")
+    Grafting(tmp_path / "transposed.pt", format="timm", num_blocks=1).graft(moco)
+    assert_close(moco.backbone.vit.pos_embed, state["pos_embed"], rtol=0, atol=0)
+
+
+def test_grafting__shape_mismatch_names_key_and_shapes(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    # Trained at 48 px: 36 patches + CLS instead of 16 + CLS.
+    big = tiny_method(
+        "mae",
+        backbone={
+            "name": "vit_tiny_patch16_224",
+            "img_size": 48,
+            "patch_size": 8,
+            "embed_dim": 32,
+            "depth": 3,
+            "num_heads": 2,
+        },
+    )
+    save_backbone(
+        tmp_path / "big.pt",
+        big.backbone.vit,
+        BackboneSpec.coerce(big.hparams["backbone"]),
+    )
+    moco = tiny_method("grafted_moco")
+    before = moco.backbone.vit.blocks[0].attn.qkv.weight.detach().clone()
+    with pytest.raises(
+        CheckpointError,
+        match=r"1 shape mismatch.*pos_embed: checkpoint \(1, 37, 32\) vs model \(1, 17, 32\)",
+    ):
+        Grafting(tmp_path / "big.pt", format="lightly_graft", num_blocks=2).graft(moco)
+    # Nothing was loaded.
+    assert_close(moco.backbone.vit.blocks[0].attn.qkv.weight, before, rtol=0, atol=0)
+
+
+def test_grafting__partial_refused_unless_allowed(
+    mim_checkpoints, tmp_path: Path
+) -> None:
+    paths, source = mim_checkpoints
+    partial = {k: v for k, v in source.items() if not k.startswith("blocks.1.")}
+    torch.save(partial, tmp_path / "partial.pt")
+    with pytest.raises(CheckpointError, match="missing key"):
+        Grafting(tmp_path / "partial.pt", format="timm", num_blocks=2).graft(
+            tiny_method("grafted_moco")
+        )
+    report = Grafting(
+        tmp_path / "partial.pt", format="timm", num_blocks=2, allow_partial=True
+    ).graft(tiny_method("grafted_moco"))
+    assert report.missing and all(k.startswith("blocks.1.") for k in report.missing)
+
+
+@pytest.mark.parametrize(
+    "path, format, match",
+    [
+        ("missing.pt", "timm", "does not exist"),
+        ("garbage.pt", "timm", "cannot be read"),
+        ("lightning", "mae", "is not a 'mae' checkpoint.*looks like a 'lightning'"),
+        ("timm", "lightly_graft", "is not a 'lightly_graft' checkpoint"),
+        ("timm", "tim", "Unknown checkpoint format 'tim'.*did you mean 'timm'"),
+    ],
+)
+def test_grafting__bad_checkpoints_are_clear(
+    mim_checkpoints, tmp_path: Path, path: str, format: str, match: str
+) -> None:
+    paths, _ = mim_checkpoints
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    target = paths.get(path, tmp_path / path)
+    with pytest.raises(CheckpointError, match=match):
+        Grafting(target, format=format).graft(tiny_method("grafted_moco"))
+
+
+def test_anchor__zero_at_start_and_gradient(mim_checkpoints) -> None:
+    paths, _ = mim_checkpoints
+    moco = tiny_method("grafted_moco")
+    weight = 0.3
+    Grafting(paths["timm"], format="timm", num_blocks=2, anchor_weight=weight).graft(
+        moco
+    )
+    anchor = moco.regularizers["graft_anchor"]
+    assert anchor(moco).item() == 0.0
+    with torch.no_grad():
+        for name in anchor.names:
+            moco.get_parameter(name).add_(torch.randn_like(moco.get_parameter(name)))
+    moco.zero_grad()
+    anchor(moco).backward()
+    for name, ref in zip(anchor.names, anchor.references(), strict=False):
+        param = moco.get_parameter(name)
+        assert_close(
+            param.grad, 2 * weight * (param.detach() - ref), rtol=1e-5, atol=1e-6
+        )
+    # Anchored: embeddings and blocks 0-1 of the online encoder only.
+    assert all(
+        n.startswith("backbone.vit.") and ".blocks.2." not in n for n in anchor.names
+    )
+    assert any(".blocks.1." in n for n in anchor.names)
+    assert all(r.requires_grad is False for r in anchor.references())
+    assert not any(n.startswith("regularizers") for n in moco.state_dict())
+
+
+def test_anchor__l1_gradient_is_sign(mim_checkpoints) -> None:
+    paths, _ = mim_checkpoints
+    moco = tiny_method("grafted_moco")
+    Grafting(
+        paths["timm"], format="timm", num_blocks=1, anchor_weight=0.5, anchor_p=1
+    ).graft(moco)
+    anchor = moco.regularizers["graft_anchor"]
+    name = anchor.names[-1]
+    with torch.no_grad():
+        moco.get_parameter(name).add_(0.1)
+    moco.zero_grad()
+    anchor(moco).backward()
+    assert_close(
+        moco.get_parameter(name).grad, torch.full_like(moco.get_parameter(name), 0.5)
+    )
+
+
+def test_anchor__weight_zero_equals_no_anchor(mim_checkpoints) -> None:
+    paths, _ = mim_checkpoints
+    results = []
+    for callbacks in (
+        [Grafting(paths["timm"], format="timm", num_blocks=2, anchor_weight=0.0)],
+        [Grafting(paths["timm"], format="timm", num_blocks=2)],
+    ):
+        torch.manual_seed(0)
+        moco = tiny_method("grafted_moco", num_classes=0)
+        fit_tiny(moco, max_steps=2, callbacks=callbacks)
+        results.append({k: v.clone() for k, v in moco.state_dict().items()})
+    for key in results[0]:
+        assert_close(results[0][key], results[1][key], rtol=0, atol=0)
+
+
+def test_anchor__pulls_towards_mim_weights(mim_checkpoints) -> None:
+    paths, source = mim_checkpoints
+    distances = []
+    for weight in (0.0, 10.0):
+        torch.manual_seed(0)
+        moco = tiny_method(
+            "grafted_moco",
+            num_classes=0,
+            optimizer={"base_lr": 0.5, "num_stages": 3, "warmup_epochs": 0},
+        )
+        fit_tiny(
+            moco,
+            max_steps=3,
+            callbacks=[
+                Grafting(
+                    paths["timm"], format="timm", num_blocks=2, anchor_weight=weight
+                )
+            ],
+        )
+        w = moco.backbone.vit.blocks[0].attn.qkv.weight.detach()
+        distances.append((w - source["blocks.0.attn.qkv.weight"]).pow(2).sum().item())
+    assert distances[1] < distances[0]
+
+
+def test_grafting__freeze_epochs_keeps_blocks(mim_checkpoints) -> None:
+    paths, source = mim_checkpoints
+    moco = tiny_method(
+        "grafted_moco",
+        num_classes=0,
+        optimizer={"base_lr": 0.1, "num_stages": 3, "warmup_epochs": 0},
+    )
+    fit_tiny(
+        moco,
+        max_steps=2,
+        callbacks=[
+            Grafting(paths["timm"], format="timm", num_blocks=2, freeze_epochs=5)
+        ],
+    )
+    state = moco.backbone.vit.state_dict()
+    for key in ("blocks.0.attn.qkv.weight", "blocks.1.mlp.fc1.weight", "cls_token"):
+        assert_close(state[key], source[key], rtol=0, atol=0)
+    assert not torch.equal(
+        state["blocks.2.attn.qkv.weight"], source["blocks.2.attn.qkv.weight"]
+    )
+
+
+@pytest.mark.parametrize("format", FORMATS)
+def test_load_backbone__every_format(mim_checkpoints, format: str) -> None:
+    paths, source = mim_checkpoints
+    vit, spec = load_backbone(
+        paths[format],
+        format,
+        spec=None
+        if format != "mae"
+        else BackboneSpec.coerce(
+            {
+                "name": "vit_tiny_patch16_224",
+                "img_size": 32,
+                "patch_size": 8,
+                "embed_dim": 32,
+                "depth": 3,
+                "num_heads": 2,
+            }
+        ),
+    )
+    assert spec.kwargs["embed_dim"] == 32
+    for key, value in vit.state_dict().items():
+        assert_close(value, source[key], rtol=0, atol=0)
+
+
+def test_load_backbone__unknown_architecture_is_clear(mim_checkpoints) -> None:
+    paths, _ = mim_checkpoints
+    with pytest.raises(CheckpointError, match="architecture of .* is unknown"):
+        load_backbone(paths["mae"], "mae")
