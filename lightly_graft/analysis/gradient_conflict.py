@@ -122,44 +122,41 @@ def write_gradient_conflict(
     *,
     title: str,
     stem: str = "gradient_conflict",
+    extra_columns: Mapping[str, str] | None = None,
 ) -> list[Path]:
-    """Writes ``{stem}.png`` (Fig. 1), ``{stem}.csv`` (per block) and ``{stem}_values.csv``.
+    """Writes ``{stem}.png`` (Fig. 1), ``{stem}.csv`` and ``{stem}_values.csv``.
+
+    ``{stem}.csv`` has one row per block (count, median, quartiles, ...),
+    ``{stem}_values.csv`` one row per block and batch.
 
     Args:
         result: The measurement.
         output: Directory to write into (created).
         title: Figure title (name the checkpoint, and whether heads are fresh).
         stem: File name stem.
+        extra_columns: Constant columns put first in every CSV row (e.g. the
+            checkpoint label and where the MTL heads came from).
 
     Returns:
         The paths written: PNG, summary CSV, long CSV.
     """
+    extra = dict(extra_columns or {})
+    columns = ["count", "median", "q1", "q3", "min", "max", "mean"]
     summary = write_csv(
         output / f"{stem}.csv",
-        result.summary(),
-        [
-            "block",
-            "count",
-            "median",
-            "q1",
-            "q3",
-            "min",
-            "max",
-            "mean",
-            "fraction_negative",
-        ],
+        ({**extra, **row} for row in result.summary()),
+        [*extra, "block", *columns, "fraction_negative"],
     )
-    long_rows = [
-        {"block": block, "batch": index, "cosine": value}
+    long_rows = (
+        {**extra, "block": block, "batch": index, "cosine": value}
         for block, values in sorted(result.values.items())
         for index, value in enumerate(values)
-    ]
+    )
     values = write_csv(
-        output / f"{stem}_values.csv", long_rows, ["block", "batch", "cosine"]
+        output / f"{stem}_values.csv", long_rows, [*extra, "block", "batch", "cosine"]
     )
-    png = save_figure(
-        plot_gradient_conflict(result, title=title), output / f"{stem}.png"
-    )
+    figure = plot_gradient_conflict(result, title=title)
+    png = save_figure(figure, output / f"{stem}.png")
     return [png, summary, values]
 
 

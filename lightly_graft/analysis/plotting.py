@@ -28,6 +28,9 @@ def new_figure(ncols: int = 1, *, width: float = 6.0, height: float = 4.2) -> Fi
 def save_figure(figure: Figure, path: Path) -> Path:
     """Writes the figure as PNG and returns the path."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Constrained layout places labels from the tick labels of the previous draw;
+    # a first draw lets it settle (else long tick labels can overlap axis labels).
+    figure.draw_without_rendering()
     figure.savefig(path, dpi=DPI, format="png")
     return path
 
