@@ -325,3 +325,26 @@ def test_analyze__user_errors_exit_2(
     )
     assert labels == 2
     assert "2 labels for 1 checkpoints" in capsys.readouterr().err
+
+
+def test_analyze_gradient_conflict__mtl_lightning_checkpoint_keeps_heads(
+    image_folder: Path, tmp_path: Path
+) -> None:
+    from graft_testing import fit_tiny, tiny_method
+
+    torch.manual_seed(0)
+    trainer = fit_tiny(tiny_method("mtl", num_classes=0), num_views=3, max_steps=1)
+    checkpoint = tmp_path / "mtl.ckpt"
+    trainer.save_checkpoint(checkpoint)
+    code = main(
+        ["analyze", "--kind", "gradient-conflict", "--checkpoint", str(checkpoint)]
+        + ["--format", "lightning", "--data", str(image_folder)]
+        + ["--output", str(tmp_path / "out"), "--num-batches", "2"]
+        + ["--batch-size", "4", "--device", "cpu"]
+    )
+    assert code == 0
+    _assert_png(tmp_path / "out" / "gradient_conflict.png")
+    rows = _rows(tmp_path / "out" / "gradient_conflict.csv")
+    assert [int(r["block"]) for r in rows] == [0, 1, 2]  # the tiny backbone's depth
+    assert all(r["heads"] == HEADS_FROM_CHECKPOINT for r in rows)
+    assert all(int(r["count"]) == 2 for r in rows)
