@@ -22,6 +22,7 @@ from lightly_graft.analysis.plotting import (
     colors,
     new_figure,
     save_figure,
+    wrap,
     write_csv,
 )
 from lightly_graft.functional.attention import (
@@ -180,7 +181,7 @@ def plot_attention_distance(
     axes.ticklabel_format(axis="y", useOffset=False, style="plain")
     highest = max([float(d.max()) for d in results.values()] + [uniform_distance or 0])
     axes.set_ylim(0, 1.2 * highest if highest > 0 else 1.0)
-    axes.set_title(f"{title}\n(dots: heads, line: mean over heads)", fontsize=10)
+    axes.set_title(wrap(f"{title}\n(dots: heads, line: mean over heads)"), fontsize=10)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, loc="best")
     return figure

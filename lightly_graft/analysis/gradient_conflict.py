@@ -21,6 +21,7 @@ from lightly_graft.analysis.plotting import (
     block_ticks,
     new_figure,
     save_figure,
+    wrap,
     write_csv,
 )
 from lightly_graft.functional.gradients import per_block_gradient_cosine
@@ -189,6 +190,6 @@ def plot_gradient_conflict(result: GradientConflict, *, title: str) -> Figure:
     axes.set_xlim(min(blocks, default=0) - 0.6, max(blocks, default=0) + 0.6)
     axes.set_ylabel(f"cos(grad {result.terms[0]}, grad {result.terms[1]})")
     count = min((len(v) for v in data), default=0)
-    axes.set_title(f"{title}\n(Eq. 3, {count} batches per block)", fontsize=10)
+    axes.set_title(wrap(f"{title}\n(Eq. 3, {count} batches per block)"), fontsize=10)
     axes.legend(loc="best", fontsize=8)
     return figure

@@ -7,6 +7,7 @@ through the Agg canvas): no pyplot, no global backend switch, no display needed.
 from __future__ import annotations
 
 import csv
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -61,3 +62,10 @@ def block_ticks(axes: Any, depth: int) -> None:
     step = max(1, depth // 12)
     axes.set_xticks(range(0, depth, step))
     axes.set_xlabel("Block index (0 = lowest)")
+
+
+def wrap(text: str, width: int = 60) -> str:
+    """Wraps a title into lines of at most ``width`` characters (keeps newlines)."""
+    return "\n".join(
+        "\n".join(textwrap.wrap(line, width)) or line for line in text.split("\n")
+    )

@@ -221,6 +221,13 @@ class _Settings:
             for batch in loader:
                 yield self.to_device(batch)
 
+    @property
+    def data_name(self) -> str:
+        """For titles: 'Fashion-MNIST' for the default data, else the folder name."""
+        if str(self.data) == "default":
+            return "Fashion-MNIST"
+        return Path(self.data).name or str(self.data)
+
     def to_device(self, value: Any) -> Any:
         if isinstance(value, Tensor):
             return value.to(self.device)
@@ -294,7 +301,10 @@ def _gradient_conflict(
         png, *csvs = write_gradient_conflict(
             result,
             output,
-            title=f"Gradient conflict: {checkpoint.label}, {model.heads}",
+            title=(
+                f"Gradient conflict on {settings.data_name} (train): "
+                f"{checkpoint.label}\n{model.heads}"
+            ),
             stem=stem,
             extra_columns={"label": checkpoint.label, "heads": model.heads},
         )
@@ -311,7 +321,8 @@ def _vic(loaded: Sequence[Checkpoint], settings: _Settings, output: Path) -> lis
         vit = checkpoint.vit.to(settings.device)
         views = (batch[0] for batch in settings.batches(dataset))
         results[checkpoint.label] = measure_vic(vit, views)
-    return write_vic(results, output)
+    title = f"Variance-Invariance-Covariance per block, {settings.data_name} (held-out)"
+    return write_vic(results, output, title=title)
 
 
 def _attention_distance(
@@ -331,7 +342,12 @@ def _attention_distance(
         references.add(uniform_attention_distance((rows, cols), (patch_h, patch_w)))
     # One reference line only when every model has the same patch grid.
     reference = references.pop() if len(references) == 1 else None
-    return write_attention_distance(results, output, uniform_distance=reference)
+    return write_attention_distance(
+        results,
+        output,
+        title=f"Mean attention distance per block, {settings.data_name} (held-out)",
+        uniform_distance=reference,
+    )
 
 
 def _tsne(
@@ -346,4 +362,9 @@ def _tsne(
         vit = checkpoint.vit.to(settings.device)
         features, labels = embed(vit, settings.batches(dataset))
         results[checkpoint.label] = tsne(features, labels, seed=settings.seed)
-    return write_tsne(results, output, class_names=class_names or None)
+    return write_tsne(
+        results,
+        output,
+        class_names=class_names or None,
+        title=f"t-SNE of pooled features, {settings.data_name} (held-out)",
+    )

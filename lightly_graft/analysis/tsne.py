@@ -20,6 +20,9 @@ from torch import Tensor, nn
 
 from lightly_graft.analysis.plotting import colors, new_figure, save_figure, write_csv
 
+#: Largest set embedded with exact t-SNE (Barnes-Hut above).
+EXACT_MAX_SAMPLES = 512
+
 
 @dataclass(frozen=True)
 class TSNEResult:
@@ -73,6 +76,11 @@ def tsne(
 ) -> TSNEResult:
     """t-SNE of features (PCA initialisation, fixed seed).
 
+    Up to ``EXACT_MAX_SAMPLES`` samples the exact gradient is used, above that
+    Barnes-Hut: measured here (2 cores, 64-d features), exact took 8.7 s CPU for
+    512 samples against 13.4 s for Barnes-Hut, and 27 s against 17 s for 1024; on
+    small sets Barnes-Hut's OpenMP start-up alone costs seconds.
+
     Args:
         features: (num_samples, dim), num_samples >= 3.
         labels: (num_samples,) classes, carried through.
@@ -94,6 +102,7 @@ def tsne(
         init="pca",
         random_state=seed,
         max_iter=max_iter,
+        method="exact" if count <= EXACT_MAX_SAMPLES else "barnes_hut",
     ).fit_transform(features.astype(np.float64))
     return TSNEResult(coordinates=coordinates, labels=np.asarray(labels))
 

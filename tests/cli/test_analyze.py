@@ -327,6 +327,7 @@ def test_analyze__user_errors_exit_2(
     assert "2 labels for 1 checkpoints" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_analyze_gradient_conflict__mtl_lightning_checkpoint_keeps_heads(
     image_folder: Path, tmp_path: Path
 ) -> None:

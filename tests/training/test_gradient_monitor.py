@@ -164,3 +164,26 @@ def test_monitor__rejects_bad_arguments() -> None:
         GradientConflictMonitor(every_n_steps=0)
     with pytest.raises(ValueError, match="two different"):
         GradientConflictMonitor(terms=("mim", "mim"))
+
+
+@pytest.mark.slow
+def test_monitor__real_mtl_logs_and_trains_as_without() -> None:
+    from graft_testing import fit_tiny, tiny_method
+
+    torch.manual_seed(0)
+    plain = tiny_method("mtl", num_classes=4)
+    observed = tiny_method("mtl", num_classes=4)
+    observed.load_state_dict(plain.state_dict())
+    torch.manual_seed(1)
+    fit_tiny(plain, num_views=3, max_steps=2)
+    torch.manual_seed(1)
+    trainer = fit_tiny(
+        observed, num_views=3, max_steps=2, callbacks=[GradientConflictMonitor(1)]
+    )
+    depth = len(observed.backbone.vit.blocks)
+    logged = {k for k in trainer.logged_metrics if k.startswith("grad_conflict/")}
+    assert logged == {f"grad_conflict/block_{i}" for i in range(depth)}
+    for (name, a), b in zip(
+        plain.state_dict().items(), observed.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
