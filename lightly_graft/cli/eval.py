@@ -135,8 +135,6 @@ def _model_spec(args: argparse.Namespace) -> Any:
 
 
 def _evaluate(args: argparse.Namespace, vit: Any, output: Path) -> dict[str, Any]:
-    import torch
-
     from lightly_graft import eval as protocols
 
     device = _device(args.device)
@@ -155,7 +153,11 @@ def _evaluate(args: argparse.Namespace, vit: Any, output: Path) -> dict[str, Any
     if args.protocol == "linear":
         lrs = args.lrs or protocols.linear.DEFAULT_LRS
         return protocols.linear_eval(
-            *(x.to(device) if isinstance(x, torch.Tensor) else x for x in data),
+            train_x.to(device),
+            train_y.to(device),
+            test_x.to(device),
+            test_y.to(device),
+            num_classes,
             lrs=lrs,
             epochs=args.epochs or 90,
             batch_size=args.batch_size,
