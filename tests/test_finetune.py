@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY_BACKBONE
+from graft_testing import TINY_BACKBONE
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightly_graft.errors import GraftError
