@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_BACKBONE
+from graft_testing import TINY_BACKBONE
 from PIL import Image
 
 from lightly_graft.cli import main
