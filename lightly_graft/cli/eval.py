@@ -234,7 +234,7 @@ def _datasets(args: argparse.Namespace, vit: Any, *, augment: bool) -> tuple:
     test = open_dataset(
         args.data, train=False, transform=test_transform, seed=args.seed
     )
-    num_classes = len(train.classes)
+    num_classes = len(train.classes)  # type: ignore[attr-defined]
     return (
         seeded_subset(train, args.limit_train, args.seed),
         seeded_subset(test, args.limit_test, args.seed),
