@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn as nn
-from conftest import tiny_method, tiny_views
+from graft_testing import tiny_method, tiny_views
 from lightly.models.utils import random_token_mask
 from torch.testing import assert_close
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_method, tiny_views
+from graft_testing import tiny_method, tiny_views
 from torch.testing import assert_close
 
 from lightly_graft.errors import GraftError

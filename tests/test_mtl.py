@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_method, tiny_views
+from graft_testing import tiny_method, tiny_views
 from PIL import Image
 from torch.testing import assert_close
 

@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 import torch
-from conftest import fit_tiny, tiny_method, tiny_views
+from graft_testing import fit_tiny, tiny_method, tiny_views
 
 from lightly_graft import zoo
 from lightly_graft.cli import main

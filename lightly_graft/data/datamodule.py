@@ -1,0 +1,149 @@
+"""``SSLDataModule``: the training views and the labelled kNN bank/query sets.
+
+One ``LightningDataModule`` per pipeline stage:
+
+- ``train_dataloader``: the training split through the stage's view transform
+  (lightly ``MAETransform`` or the two-view BYOL transform), batches of
+  ``(views, labels)`` with ``views`` a list of (batch_size, 3, H, W) tensors.
+- ``knn_bank_dataloader``: a seeded subset of the training split through the
+  deterministic evaluation transform, ``(images, labels)``.
+- ``knn_query_dataloader``: a seeded subset of the held-out split, same transform.
+- ``val_dataloader``: the query loader if ``online_eval`` (for the methods'
+  online classifier), else none (no validation loop).
+
+Under DDP Lightning shards the training loader with a ``DistributedSampler``;
+the kNN loaders are sharded by the kNN monitor itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from lightly_graft.data.datasets import open_dataset
+from lightly_graft.errors import DataError
+
+
+def seeded_subset(dataset: Dataset, size: int | None, seed: int) -> Dataset:
+    """A random subset of ``size`` items (all of them if None or larger)."""
+    total = len(dataset)  # type: ignore[arg-type]
+    if size is None or size >= total:
+        return dataset
+    generator = torch.Generator().manual_seed(seed)
+    indices = torch.randperm(total, generator=generator)[:size].sort().values
+    return Subset(dataset, indices.tolist())
+
+
+class SSLDataModule(pl.LightningDataModule):
+    """Training views plus labelled kNN bank and query loaders.
+
+    Args:
+        data: ``"default"`` (embedded Fashion-MNIST) or an ImageFolder directory.
+        train_transform: PIL image -> list of view tensors.
+        eval_transform: PIL image -> (3, H, W) tensor, deterministic.
+        batch_size: Training batch size per device.
+        eval_batch_size: Batch size of the kNN/validation loaders.
+        num_workers: DataLoader worker processes (0 = load in the main process).
+        knn_bank_size: Training images in the kNN bank (None = all).
+        knn_query_size: Held-out images in the kNN query set (None = all).
+        holdout_fraction: Held-out fraction for folders without ``val``/``test``.
+        online_eval: Whether ``val_dataloader`` gives the query set (for the
+            methods' online linear classifier) or nothing.
+        seed: Seeds the subsets and the held-out draw.
+    """
+
+    def __init__(
+        self,
+        *,
+        data: str = "default",
+        train_transform: Callable[[Any], Any],
+        eval_transform: Callable[[Any], Any],
+        batch_size: int,
+        eval_batch_size: int = 256,
+        num_workers: int = 0,
+        knn_bank_size: int | None = 10_000,
+        knn_query_size: int | None = 2_000,
+        holdout_fraction: float = 0.1,
+        online_eval: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.data = data
+        self.train_transform = train_transform
+        self.eval_transform = eval_transform
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.knn_bank_size = knn_bank_size
+        self.knn_query_size = knn_query_size
+        self.holdout_fraction = holdout_fraction
+        self.online_eval = online_eval
+        self.seed = seed
+        self.train_set: Dataset | None = None
+        self.bank_set: Dataset | None = None
+        self.query_set: Dataset | None = None
+
+    def _open(self, *, train: bool, transform: Callable[[Any], Any]) -> Dataset:
+        return open_dataset(
+            self.data,
+            train=train,
+            transform=transform,
+            holdout_fraction=self.holdout_fraction,
+            seed=self.seed,
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        self.train_set = self._open(train=True, transform=self.train_transform)
+        if len(self.train_set) < self.batch_size:  # type: ignore[arg-type]
+            raise DataError(
+                f"data '{self.data}' has {len(self.train_set)} training images, "  # type: ignore[arg-type]
+                f"fewer than one batch ({self.batch_size}): lower the stage's "
+                "batch_size or add images"
+            )
+        bank = self._open(train=True, transform=self.eval_transform)
+        query = self._open(train=False, transform=self.eval_transform)
+        self.bank_set = seeded_subset(bank, self.knn_bank_size, self.seed)
+        self.query_set = seeded_subset(query, self.knn_query_size, self.seed + 1)
+
+    def _loader(self, dataset: Dataset | None, *, train: bool) -> DataLoader:
+        assert dataset is not None, "setup() builds the datasets first"
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            drop_last=train,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0 and train,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._loader(self.train_set, train=True)
+
+    def knn_bank_dataloader(self) -> DataLoader:
+        """Labelled training subset, eval transform: batches of (images, labels)."""
+        self.setup()
+        return self._loader(self.bank_set, train=False)
+
+    def knn_query_dataloader(self) -> DataLoader:
+        """Labelled held-out subset, eval transform: batches of (images, labels)."""
+        self.setup()
+        return self._loader(self.query_set, train=False)
+
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        return self.knn_query_dataloader() if self.online_eval else []
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes of the training split."""
+        self.setup()
+        base = self.train_set
+        while isinstance(base, Subset):
+            base = base.dataset
+        return len(base.classes)  # type: ignore[union-attr]

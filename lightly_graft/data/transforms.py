@@ -1,0 +1,113 @@
+"""Transforms: lightly's MAE and BYOL-style views, plus an evaluation transform.
+
+- Step i (MIM): lightly's ``MAETransform`` (random resized crop + flip), one view.
+- Step ii (CL): lightly's ``BYOLTransform`` built from ``BYOLView1Transform`` and
+  ``BYOLView2Transform``: MoCo v3 uses BYOL's asymmetric augmentations (Chen et
+  al., 2021, Sec. 4: "we follow the augmentations of BYOL"), two views.
+- kNN bank/query: resize + centre crop + to tensor + normalise, no randomness.
+
+``augmentation_defaults(input_size)`` gives the values used when a recipe leaves
+them unset. At 224 px they are lightly's (= BYOL's); for small images (at most
+64 px: Fashion-MNIST's 28, CIFAR's 32) Gaussian blur is switched off, as in
+lightly's own CIFAR-10 BYOL example (``examples/pytorch/byol.py``: "We disable
+resizing and gaussian blur for cifar10"): a sigma of up to 2 px erases most of
+a 28 px image. The smallest crop is raised to 20% of the image so that a crop
+still shows part of an object at 28 px.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torchvision.transforms as T
+from lightly.transforms import (
+    BYOLTransform,
+    BYOLView1Transform,
+    BYOLView2Transform,
+    MAETransform,
+)
+
+SMALL_IMAGE_SIZE = 64
+
+
+def augmentation_defaults(input_size: int) -> dict[str, Any]:
+    """Default augmentation values for an input size (see the module docstring).
+
+    Returns:
+        ``{"min_scale", "mae_min_scale", "cj_strength", "blur_probs", "blur_sigmas",
+        "solarize_prob", "hflip_prob"}``.
+    """
+    small = input_size <= SMALL_IMAGE_SIZE
+    return {
+        "min_scale": 0.2 if small else 0.08,
+        "mae_min_scale": 0.2,
+        "cj_strength": 1.0,
+        "blur_probs": (0.0, 0.0) if small else (1.0, 0.1),
+        "blur_sigmas": (0.1, 2.0),
+        "solarize_prob": 0.2,
+        "hflip_prob": 0.5,
+    }
+
+
+def mae_transform(
+    *, input_size: int, min_scale: float, normalize: dict[str, list[float]]
+) -> MAETransform:
+    """lightly's ``MAETransform``: returns a list with one view, (3, size, size)."""
+    return MAETransform(input_size=input_size, min_scale=min_scale, normalize=normalize)
+
+
+def two_view_transform(
+    *,
+    input_size: int,
+    min_scale: float,
+    normalize: dict[str, list[float]],
+    cj_strength: float = 1.0,
+    blur_probs: Sequence[float] = (1.0, 0.1),
+    blur_sigmas: Sequence[float] = (0.1, 2.0),
+    solarize_prob: float = 0.2,
+    hflip_prob: float = 0.5,
+) -> BYOLTransform:
+    """MoCo v3 / BYOL two-view transform: returns a list of two (3, size, size) views.
+
+    Args:
+        input_size: Output side length in pixels.
+        min_scale: Smallest random-resized-crop area fraction.
+        normalize: ``{"mean": [...], "std": [...]}``.
+        cj_strength: Colour jitter strength (lightly's ``cj_strength``).
+        blur_probs: Gaussian blur probability of view 1 and view 2 (BYOL: 1.0, 0.1).
+        blur_sigmas: Range of the blur sigma in pixels.
+        solarize_prob: Solarization probability of view 2 (BYOL: 0.2; view 1: 0).
+        hflip_prob: Horizontal flip probability of both views.
+    """
+    common: dict[str, Any] = {
+        "input_size": input_size,
+        "min_scale": min_scale,
+        "cj_strength": cj_strength,
+        "sigmas": tuple(blur_sigmas),
+        "hf_prob": hflip_prob,
+        "normalize": normalize,
+    }
+    view_1 = BYOLView1Transform(
+        gaussian_blur=blur_probs[0], solarization_prob=0.0, **common
+    )
+    view_2 = BYOLView2Transform(
+        gaussian_blur=blur_probs[1], solarization_prob=solarize_prob, **common
+    )
+    return BYOLTransform(view_1_transform=view_1, view_2_transform=view_2)
+
+
+def eval_transform(*, input_size: int, normalize: dict[str, list[float]]) -> T.Compose:
+    """Deterministic transform for kNN bank/query images: (3, size, size) tensor.
+
+    Resizes the short side to ``input_size`` and centre-crops a square (a no-op
+    for images that already have that size).
+    """
+    return T.Compose(
+        [
+            T.Resize(input_size, interpolation=T.InterpolationMode.BICUBIC),
+            T.CenterCrop(input_size),
+            T.ToTensor(),
+            T.Normalize(mean=normalize["mean"], std=normalize["std"]),
+        ]
+    )

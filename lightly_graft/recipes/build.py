@@ -1,0 +1,130 @@
+"""From a resolved recipe stage to the objects Lightning trains.
+
+Everything here takes the typed recipe sections and returns library objects:
+the zoo method with its ``GraftedStageOptimizer``, the stage's transforms and
+``SSLDataModule``, and the ``Grafting`` callback. Code below this layer never
+sees a recipe.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lightly_graft import zoo
+from lightly_graft.data import (
+    SSLDataModule,
+    eval_transform,
+    mae_transform,
+    two_view_transform,
+)
+from lightly_graft.modules.backbone import BackboneSpec
+from lightly_graft.recipes.schema import (
+    DataConfig,
+    GraftConfig,
+    OptimizerConfig,
+    Recipe,
+    StageConfig,
+)
+from lightly_graft.training.grafting import Grafting
+from lightly_graft.training.optimizer import GraftedStageOptimizer
+
+
+def backbone_spec(recipe: Recipe) -> BackboneSpec:
+    return BackboneSpec(recipe.backbone.name, dict(recipe.backbone.kwargs))
+
+
+def stage_optimizer(config: OptimizerConfig) -> GraftedStageOptimizer:
+    """The ``GraftedStageOptimizer`` of a recipe's optimizer section."""
+    base = config.base_lr if config.base_lr is not None else config.stage_lrs[-1]  # type: ignore[index]
+    return GraftedStageOptimizer(
+        name=config.name,
+        base_lr=base,
+        stage_lrs=config.stage_lrs,
+        head_lr=config.head_lr,
+        num_stages=config.num_stages,
+        frozen_stages=config.frozen_stages,
+        weight_decay=config.weight_decay,
+        betas=config.betas,
+        momentum=config.momentum,
+        warmup_epochs=config.warmup_epochs,
+        end_lr_scale=config.min_lr_ratio,
+    )
+
+
+def build_method(recipe: Recipe, stage: StageConfig, *, num_classes: int = 0) -> Any:
+    """The zoo method of a stage, randomly initialised (seed before calling)."""
+    entry = zoo.get(stage.method)
+    return entry.cls(
+        batch_size_per_device=stage.batch_size,
+        num_classes=num_classes,
+        backbone=backbone_spec(recipe),
+        optimizer=stage_optimizer(stage.optimizer),
+        **stage.method_args,
+    )
+
+
+def train_transform(data: DataConfig, method: str) -> Any:
+    """The stage's view transform: MAE's for one view, BYOL's two views for two,
+    else the zoo entry's own ``make_transform`` (e.g. three views for MTL)."""
+    assert data.image_size is not None and data.normalize is not None, "resolve first"
+    normalize = {"mean": list(data.normalize.mean), "std": list(data.normalize.std)}
+    augment = data.augment
+    entry = zoo.get(method)
+    views = getattr(entry.cls, "num_views", 2)
+    if views == 1:
+        return mae_transform(
+            input_size=data.image_size,
+            min_scale=augment.mae_min_scale,  # type: ignore[arg-type]
+            normalize=normalize,
+        )
+    if views == 2:
+        return two_view_transform(
+            input_size=data.image_size,
+            min_scale=augment.min_scale,  # type: ignore[arg-type]
+            normalize=normalize,
+            cj_strength=augment.cj_strength,  # type: ignore[arg-type]
+            blur_probs=augment.blur_probs,  # type: ignore[arg-type]
+            blur_sigmas=augment.blur_sigmas,  # type: ignore[arg-type]
+            solarize_prob=augment.solarize_prob,  # type: ignore[arg-type]
+            hflip_prob=augment.hflip_prob,  # type: ignore[arg-type]
+        )
+    return entry.transform_factory(
+        input_size=data.image_size, min_scale=augment.min_scale, normalize=normalize
+    )
+
+
+def build_datamodule(recipe: Recipe, stage: StageConfig) -> SSLDataModule:
+    """The stage's data: its view transform, plus the shared kNN bank/query."""
+    data = recipe.data
+    assert data.image_size is not None and data.normalize is not None, "resolve first"
+    normalize = {"mean": list(data.normalize.mean), "std": list(data.normalize.std)}
+    return SSLDataModule(
+        data=data.path or "",
+        train_transform=train_transform(data, stage.method),
+        eval_transform=eval_transform(input_size=data.image_size, normalize=normalize),
+        batch_size=stage.batch_size,
+        eval_batch_size=data.eval_batch_size,
+        num_workers=data.num_workers,
+        knn_bank_size=data.knn_bank_size,
+        knn_query_size=data.knn_query_size,
+        holdout_fraction=data.holdout_fraction,
+        seed=recipe.seed,
+    )
+
+
+def build_grafting(
+    stage: StageConfig, graft: GraftConfig, checkpoint: Path, format: str
+) -> Grafting:
+    """The ``Grafting`` callback of a stage, from ``checkpoint`` in ``format``."""
+    return Grafting(
+        checkpoint=checkpoint,
+        format=format,
+        num_blocks=graft.num_blocks,
+        anchor_weight=stage.anchor.weight,
+        anchor_p=stage.anchor.p,
+        anchor_blocks=stage.anchor.num_blocks,
+        num_stages=stage.optimizer.num_stages,
+        freeze_epochs=graft.freeze_epochs,
+        allow_partial=graft.allow_partial,
+    )

@@ -1,0 +1,184 @@
+"""The pipeline of ``lightly-graft train``: a recipe's stages, in order.
+
+``prepare_run`` loads, resolves and checks everything up front (recipe, data,
+checkpoints, methods, the run directory); ``run_pipeline`` then measures the
+random-init kNN floor, trains each stage with its own seeded Lightning
+``Trainer`` (see :mod:`~lightly_graft.recipes.stage`), hands each stage's final
+encoder to the next stage's ``Grafting`` callback, and writes ``backbone.pt``,
+``backbone.json`` and ``report.md``. The run directory layout and the resume
+policy are described in :mod:`~lightly_graft.recipes.run_dir`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+
+from lightly_graft.recipes.build import build_datamodule, build_method
+from lightly_graft.recipes.floor import measure_knn
+from lightly_graft.recipes.loader import load_recipe, recipe_to_yaml, save_recipe
+from lightly_graft.recipes.preflight import preflight
+from lightly_graft.recipes.report import KNNPoint, StageSummary, write_report
+from lightly_graft.recipes.resolve import derived_values, resolve_recipe
+from lightly_graft.recipes.run_dir import RECIPE, RunDirectory
+from lightly_graft.recipes.schema import Recipe
+from lightly_graft.recipes.stage import StageRunner, device_for
+from lightly_graft.recipes.typed import to_plain
+from lightly_graft.training.checkpoints import export_timm, load_backbone
+
+FLOOR = "floor.json"
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A validated run, ready to train."""
+
+    recipe: Recipe
+    source: str
+    run_dir: RunDirectory
+    resume: bool
+    derived: dict[str, Any]
+    resolved_yaml: str
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a finished run produced."""
+
+    run_dir: Path
+    report: Path
+    backbone: Path
+    floor: KNNPoint | None
+    stages: tuple[StageSummary, ...]
+    seconds: float
+
+
+def prepare_run(
+    recipe_path: str | Path,
+    *,
+    overrides: Iterable[str] = (),
+    output: str | Path | None = None,
+    resume: bool = False,
+    check_only: bool = False,
+) -> RunPlan:
+    """Loads, resolves and checks a recipe and its run directory; trains nothing.
+
+    Raises:
+        GraftError: Any problem with the recipe, its data or checkpoints, or an
+            existing run directory that may not be reused.
+    """
+    source = f"recipe '{recipe_path}'"
+    recipe = resolve_recipe(load_recipe(recipe_path, overrides))
+    preflight(recipe, source=source)
+    root = Path(output) if output is not None else Path(recipe.output_dir) / recipe.name
+    run_dir = RunDirectory(root)
+    derived = derived_values(recipe)
+    if not check_only:
+        run_dir.prepare(_plain(recipe), resume=resume)
+    return RunPlan(
+        recipe=recipe,
+        source=source,
+        run_dir=run_dir,
+        resume=resume,
+        derived=derived,
+        resolved_yaml=recipe_to_yaml(recipe, derived=derived),
+    )
+
+
+def _plain(recipe: Recipe) -> dict[str, Any]:
+    plain = to_plain(recipe)
+    plain.pop("derived", None)
+    return plain
+
+
+def _floor(plan: RunPlan, method: Any, datamodule: Any) -> KNNPoint | None:
+    """Measures (or, when resuming, reads back) the random-init kNN floor."""
+    recipe, path = plan.recipe, plan.run_dir.root / FLOOR
+    if not recipe.random_init_knn:
+        return None
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        return KNNPoint(0, saved["top1"], saved["top5"])
+    if method is None:  # resumed after stage 0 without a saved floor
+        pl.seed_everything(recipe.seed, workers=True, verbose=False)
+        method = build_method(recipe, recipe.stages[0])
+    knn = recipe.stages[0].knn
+    point, seconds = measure_knn(
+        method,
+        datamodule.knn_bank_dataloader(),
+        datamodule.knn_query_dataloader(),
+        num_classes=datamodule.num_classes,
+        k=knn.k,
+        temperature=knn.temperature,
+        device=device_for(recipe.accelerator),
+    )
+    print(
+        f"random-init kNN floor: top-1 {100 * point.top1:.1f}%, top-5 "
+        f"{100 * point.top5:.1f}% ({seconds:.0f} s)"
+    )
+    path.write_text(json.dumps({"top1": point.top1, "top5": point.top5}) + "\n")
+    return point
+
+
+def _knn_setup(recipe: Recipe, datamodule: Any) -> str:
+    knn = recipe.stages[-1].knn
+    bank, query = len(datamodule.bank_set), len(datamodule.query_set)
+    data = "Fashion-MNIST" if recipe.data.path == "default" else f"`{recipe.data.path}`"
+    return (
+        f"Weighted kNN (k={knn.k}, temperature={knn.temperature}) on the backbone's "
+        f"pooled feature: {bank} training images as the bank, {query} held-out "
+        f"images as queries ({data}). The floor is the same backbone at random "
+        "initialisation, measured in this run."
+    )
+
+
+def run_pipeline(plan: RunPlan, *, progress_bar: bool = True) -> RunSummary:
+    """Trains every stage of a prepared run and writes the backbone and report."""
+    start = time.perf_counter()
+    recipe, run_dir = plan.recipe, plan.run_dir
+    run_dir.root.mkdir(parents=True, exist_ok=True)
+    save_recipe(recipe, run_dir.root / RECIPE, derived=plan.derived)
+    pl.seed_everything(recipe.seed, workers=True, verbose=False)
+    first_data = build_datamodule(recipe, recipe.stages[0])
+    first_data.setup()
+    first = None
+    if run_dir.done(recipe.stages[0].name) is None:
+        # The floor is measured on the very model that stage 0 then trains.
+        first = build_method(recipe, recipe.stages[0])
+    floor = _floor(plan, first, first_data)
+    runner = StageRunner(plan.recipe, run_dir, plan.derived, progress_bar=progress_bar)
+    encoders: dict[str, Path] = {}
+    summaries = []
+    for index, stage in enumerate(recipe.stages):
+        method = first if index == 0 else None
+        data = first_data if index == 0 else None
+        summary, encoder = runner.run(index, encoders, method=method, datamodule=data)
+        summaries.append(summary)
+        encoders[stage.name] = encoder
+    vit, spec = load_backbone(encoders[recipe.stages[-1].name], "lightly_graft")
+    backbone = export_timm(run_dir.root / "backbone.pt", vit, spec)
+    seconds = time.perf_counter() - start
+    report = write_report(
+        run_dir.root,
+        title=f"lightly-graft run `{recipe.name}`",
+        description=recipe.description,
+        floor=floor,
+        stages=summaries,
+        recipe_yaml=plan.resolved_yaml,
+        knn_setup=_knn_setup(recipe, first_data),
+        seconds=seconds,
+    )
+    return RunSummary(
+        run_dir=run_dir.root,
+        report=report,
+        backbone=backbone,
+        floor=floor,
+        stages=tuple(summaries),
+        seconds=seconds,
+    )

@@ -1,0 +1,132 @@
+"""The run directory ``<output_dir>/<name>/`` and the never-lose-work policy.
+
+Layout::
+
+    runs/<name>/recipe.yaml          resolved recipe of the run
+    runs/<name>/<stage>/             one folder per stage:
+        last.ckpt, best-knn-*.ckpt   Lightning checkpoints (ModelCheckpoint)
+        on_exception.ckpt            written when training is interrupted (Ctrl-C)
+        recipe.yaml                  the resolved recipe, beside the checkpoints
+        metrics.csv, hparams.yaml    CSVLogger; tensorboard/ if installed
+        done.json                    written when the stage finished
+    runs/<name>/backbone.pt|.json    final online encoder (timm state dict + spec)
+    runs/<name>/report.md, knn.png   the report
+
+Policy: an existing run directory is never overwritten. Without ``resume`` the
+run is refused with a message that says what the folder holds and the options.
+With ``resume`` the saved recipe must equal the current one (else refused,
+naming the keys that differ); finished stages (``done.json``) are skipped and
+their final checkpoint is handed on; an interrupted stage continues from its
+newest checkpoint (``last.ckpt`` or ``on_exception.ckpt``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lightly_graft.errors import GraftError
+from lightly_graft.recipes.yaml_io import read_yaml
+
+DONE = "done.json"
+RECIPE = "recipe.yaml"
+RESUMABLE = ("last.ckpt", "on_exception.ckpt")
+
+
+class RunExistsError(GraftError):
+    """The run directory exists and resuming was not asked for, or cannot be."""
+
+
+def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(_leaves(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(tree, list) and any(isinstance(v, dict | list) for v in tree):
+        out = {}
+        for i, value in enumerate(tree):
+            out.update(_leaves(value, f"{prefix}[{i}]"))
+        return out
+    return {prefix: tree}
+
+
+def differing_keys(old: Any, new: Any) -> list[str]:
+    """Key paths whose values differ between two plain recipe trees."""
+    a, b = _leaves(old), _leaves(new)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k, "∅") != b.get(k, "∅"))
+
+
+@dataclass(frozen=True)
+class RunDirectory:
+    """Paths and state of one run folder."""
+
+    root: Path
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.root / stage
+
+    def done(self, stage: str) -> dict[str, Any] | None:
+        """The ``done.json`` of a finished stage, or None."""
+        path = self.stage_dir(stage) / DONE
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def mark_done(self, stage: str, info: dict[str, Any]) -> None:
+        path = self.stage_dir(stage) / DONE
+        path.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+    def resume_checkpoint(self, stage: str) -> Path | None:
+        """The newest resumable checkpoint of an unfinished stage, or None."""
+        found = [self.stage_dir(stage) / n for n in RESUMABLE]
+        found = [p for p in found if p.is_file()]
+        return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+    def describe(self, stages: list[str]) -> str:
+        """What the folder holds, e.g. "stages done: mae; interrupted: moco"."""
+        done = [s for s in stages if self.done(s) is not None]
+        partial = [
+            s for s in stages if s not in done and self.resume_checkpoint(s) is not None
+        ]
+        parts = [f"stages done: {', '.join(done) or 'none'}"]
+        if partial:
+            parts.append(f"interrupted with a checkpoint: {', '.join(partial)}")
+        return "; ".join(parts)
+
+    def prepare(self, recipe_plain: dict[str, Any], *, resume: bool) -> None:
+        """Applies the policy of the module docstring before anything is written.
+
+        Args:
+            recipe_plain: The resolved recipe as plain data (without ``derived``).
+            resume: Whether the user asked to continue an existing run.
+
+        Raises:
+            RunExistsError: The folder exists and may not be reused.
+        """
+        if not self.root.exists() or not any(self.root.iterdir()):
+            return
+        stages = [s["name"] for s in recipe_plain["stages"]]
+        state = self.describe(stages)
+        if not resume:
+            raise RunExistsError(
+                f"run directory '{self.root}' already exists ({state}); nothing was "
+                "overwritten. Continue it with --resume, or start a new run with "
+                "--output DIR or --set name=NEW_NAME (or delete the folder)"
+            )
+        saved_file = self.root / RECIPE
+        if not saved_file.is_file():
+            raise RunExistsError(
+                f"cannot resume '{self.root}': it has no {RECIPE}, so it is not a "
+                "lightly-graft run; choose another --output or --set name=NEW_NAME"
+            )
+        saved = read_yaml(saved_file)
+        saved.pop("derived", None)
+        changed = differing_keys(saved, recipe_plain)
+        if changed:
+            shown = ", ".join(changed[:8]) + (" ..." if len(changed) > 8 else "")
+            raise RunExistsError(
+                f"cannot resume '{self.root}': the recipe differs from the one it was "
+                f"started with at {shown}; resume with the same recipe and --set "
+                "values, or start a new run with --set name=NEW_NAME"
+            )

@@ -1,0 +1,285 @@
+"""One stage of a run: a seeded Lightning ``Trainer`` with the stage's callbacks.
+
+Callbacks: ``Grafting`` (when the stage grafts), ``KNNMonitor`` (when kNN
+monitoring is on), ``LearningRateMonitor`` (every named parameter group, so each
+stage of blocks shows its own LR), two ``ModelCheckpoint`` (``last.ckpt`` every
+epoch, the best kNN top-1 as ``best-knn-*.ckpt``) and ``OnExceptionCheckpoint``
+(Ctrl-C or a crash leaves ``on_exception.ckpt``). Loggers: ``CSVLogger``
+(``metrics.csv`` in the stage folder) and TensorBoard when it is installed.
+At the end the online encoder is saved as ``encoder.pt`` (``lightly_graft``
+format); the next stage grafts from it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import signal
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import (
+    LearningRateMonitor,
+    ModelCheckpoint,
+    OnExceptionCheckpoint,
+)
+from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
+
+from lightly_graft.recipes.build import (
+    backbone_spec,
+    build_datamodule,
+    build_grafting,
+    build_method,
+)
+from lightly_graft.recipes.loader import save_recipe
+from lightly_graft.recipes.report import StageSummary, read_knn_history
+from lightly_graft.recipes.run_dir import RECIPE, RunDirectory
+from lightly_graft.recipes.schema import PREVIOUS, Recipe, StageConfig
+from lightly_graft.training.checkpoints import save_backbone
+
+ENCODER = "encoder.pt"
+# Lightning warnings that this layout triggers on purpose: the stage folder
+# holds recipe.yaml before the logger and checkpoints arrive, and with
+# OnExceptionCheckpoint a fit without ckpt_path looks for a "last" checkpoint
+# (the resume decision is made by RunDirectory, which passes ckpt_path itself).
+_EXPECTED_WARNINGS = (
+    r"Experiment logs directory .* exists and is not empty",
+    r"Checkpoint directory .* exists and is not empty",
+    r"`\.fit\(ckpt_path=None\)` was called without a model",
+    r"\.fit\(ckpt_path=\"last\"\) is set, but there is no last checkpoint",
+    # val_dataloader() is [] unless online evaluation is on: no validation loop.
+    r"Total length of `list` across ranks is zero",
+)
+
+
+def device_for(accelerator: str) -> torch.device:
+    """The device of single-process work (the floor) for a Lightning accelerator."""
+    if accelerator in ("gpu", "cuda") or (
+        accelerator == "auto" and torch.cuda.is_available()
+    ):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def loggers(stage_dir: Path) -> list[Logger]:
+    """CSV always (``metrics.csv`` in the stage folder); TensorBoard if installed."""
+    out: list[Logger] = [CSVLogger(save_dir=stage_dir, name="", version="")]
+    if importlib.util.find_spec("tensorboard") is not None:
+        out.append(
+            TensorBoardLogger(save_dir=stage_dir, name="tensorboard", version="")
+        )
+    return out
+
+
+def callbacks(
+    stage: StageConfig, stage_dir: Path, datamodule: Any
+) -> list[pl.Callback]:
+    """Monitoring and checkpointing callbacks of a stage (Grafting is added apart)."""
+    out: list[pl.Callback] = [
+        LearningRateMonitor(logging_interval="step"),
+        ModelCheckpoint(
+            dirpath=stage_dir, filename="last", enable_version_counter=False
+        ),
+        OnExceptionCheckpoint(dirpath=stage_dir),
+    ]
+    knn = stage.knn
+    if knn.every_n_epochs > 0:
+        from lightly_graft.training.knn_monitor import KNNMonitor
+
+        out.insert(
+            0,
+            KNNMonitor(
+                datamodule.knn_bank_dataloader(),
+                datamodule.knn_query_dataloader(),
+                every_n_epochs=knn.every_n_epochs,
+                k=knn.k,
+                temperature=knn.temperature,
+            ),
+        )
+        out.append(
+            ModelCheckpoint(
+                dirpath=stage_dir,
+                filename="best-knn-epoch{epoch}",
+                monitor="knn/top1",
+                mode="max",
+                every_n_epochs=knn.every_n_epochs,
+                auto_insert_metric_name=False,
+                enable_version_counter=False,
+            )
+        )
+    return out
+
+
+class StageRunner:
+    """Runs the stages of one run (see the module docstring)."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        run_dir: RunDirectory,
+        derived: dict[str, Any],
+        *,
+        progress_bar: bool = True,
+    ) -> None:
+        self.recipe = recipe
+        self.run_dir = run_dir
+        self.derived = derived
+        self.progress_bar = progress_bar
+
+    def graft_source(
+        self, index: int, stage: StageConfig, encoders: dict[str, Path]
+    ) -> tuple[Path, str] | None:
+        """(checkpoint, format) the stage grafts from, or None."""
+        graft = stage.graft
+        if graft is None:
+            return None
+        if graft.checkpoint is not None:
+            return Path(graft.checkpoint).expanduser(), graft.format or ""
+        name = (
+            self.recipe.stages[index - 1].name
+            if graft.from_ == PREVIOUS
+            else graft.from_
+        )
+        return encoders[name], "lightly_graft"  # type: ignore[index]
+
+    def trainer(
+        self,
+        stage: StageConfig,
+        stage_dir: Path,
+        extra: list[pl.Callback],
+        batches: int,
+    ) -> pl.Trainer:
+        """The stage's Trainer; ``batches``: training batches per epoch."""
+        recipe = self.recipe
+        return pl.Trainer(
+            max_epochs=stage.epochs,
+            accelerator=recipe.accelerator,
+            devices=recipe.devices,
+            num_nodes=recipe.num_nodes,
+            strategy=recipe.strategy,
+            precision=stage.precision,  # type: ignore[arg-type]
+            accumulate_grad_batches=stage.accumulate_grad_batches,
+            gradient_clip_val=stage.gradient_clip_val,
+            limit_train_batches=stage.limit_train_batches,
+            num_sanity_val_steps=0,
+            log_every_n_steps=max(1, min(50, batches // 2)),
+            logger=loggers(stage_dir),
+            callbacks=extra,
+            default_root_dir=stage_dir,
+            enable_progress_bar=self.progress_bar,
+            enable_model_summary=False,
+        )
+
+    def finished(self, stage: StageConfig) -> tuple[StageSummary, Path] | None:
+        """The summary and encoder of a stage finished in an earlier session."""
+        done = self.run_dir.done(stage.name)
+        if done is None:
+            return None
+        stage_dir = self.run_dir.stage_dir(stage.name)
+        print(f"stage '{stage.name}': finished earlier, skipped (--resume)")
+        summary = StageSummary(
+            name=stage.name,
+            method=stage.method,
+            epochs=stage.epochs,
+            seconds=float(done["seconds"]),
+            history=read_knn_history(stage_dir),
+        )
+        return summary, stage_dir / ENCODER
+
+    def run(
+        self,
+        index: int,
+        encoders: dict[str, Path],
+        *,
+        method: Any = None,
+        datamodule: Any = None,
+    ) -> tuple[StageSummary, Path]:
+        """Trains stage ``index`` (or skips it if finished); returns its summary and
+        the path of its final encoder."""
+        stage = self.recipe.stages[index]
+        finished = self.finished(stage)
+        if finished is not None:
+            return finished
+        start = time.perf_counter()
+        stage_dir = self.run_dir.stage_dir(stage.name)
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        save_recipe(self.recipe, stage_dir / RECIPE, derived=self.derived)
+        pl.seed_everything(self.recipe.seed, workers=True, verbose=False)
+        if method is None:
+            method = build_method(self.recipe, stage)
+        if datamodule is None:
+            datamodule = build_datamodule(self.recipe, stage)
+            datamodule.setup()
+        extra = callbacks(stage, stage_dir, datamodule)
+        source = self.graft_source(index, stage, encoders)
+        if source is not None:
+            extra.insert(0, build_grafting(stage, stage.graft, *source))  # type: ignore[arg-type]
+        resume = self.run_dir.resume_checkpoint(stage.name)
+        keep_metrics(stage_dir)
+        trainer = self.trainer(
+            stage, stage_dir, extra, batches_per_epoch(stage, datamodule)
+        )
+        print(f"stage '{stage.name}' ({stage.method}): training in {stage_dir}")
+        fit(trainer, method, datamodule, resume, stage_dir)
+        encoder = save_backbone(
+            stage_dir / ENCODER, method.backbone.vit, backbone_spec(self.recipe)
+        )
+        seconds = time.perf_counter() - start
+        self.run_dir.mark_done(
+            stage.name,
+            {"encoder": ENCODER, "seconds": seconds, "epochs": trainer.current_epoch},
+        )
+        history = read_knn_history(stage_dir)
+        summary = StageSummary(stage.name, stage.method, stage.epochs, seconds, history)
+        return summary, encoder
+
+
+def batches_per_epoch(stage: StageConfig, datamodule: Any) -> int:
+    """Training batches per epoch after ``limit_train_batches``."""
+    total = len(datamodule.train_dataloader())
+    limit = stage.limit_train_batches
+    if limit is None:
+        return total
+    if isinstance(limit, float) and limit <= 1.0:
+        return max(1, int(total * limit))
+    return min(total, int(limit))
+
+
+def keep_metrics(stage_dir: Path) -> None:
+    """Renames an interrupted session's ``metrics.csv`` (Lightning's CSVLogger
+    deletes it) to ``metrics-N.csv``; the report reads them all."""
+    current = stage_dir / "metrics.csv"
+    if current.is_file():
+        number = len(list(stage_dir.glob("metrics-*.csv"))) + 1
+        current.rename(stage_dir / f"metrics-{number}.csv")
+
+
+def fit(
+    trainer: pl.Trainer,
+    method: Any,
+    datamodule: Any,
+    checkpoint: Path | None,
+    stage_dir: Path,
+) -> None:
+    """``trainer.fit``; a Ctrl-C becomes ``KeyboardInterrupt`` after Lightning has
+    written ``on_exception.ckpt`` (Lightning itself calls ``sys.exit(1)``)."""
+    try:
+        with warnings.catch_warnings():
+            for message in _EXPECTED_WARNINGS:
+                warnings.filterwarnings("ignore", message=message)
+            trainer.fit(method, datamodule=datamodule, ckpt_path=checkpoint)
+    except SystemExit:
+        if not trainer.interrupted:
+            raise
+    if trainer.interrupted:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print(
+            f"interrupted: the stage's checkpoint is in {stage_dir}; continue the "
+            "run with the same command and --resume",
+            file=sys.stderr,
+        )
+        raise KeyboardInterrupt
