@@ -136,3 +136,17 @@ def test_ccmim_token_mask__importance_path_and_errors() -> None:
         ccmim_token_mask(2, 16)
     with pytest.raises(GraftError, match="mask_ratio=1.0"):
         ccmim_token_mask(2, 16, mask_ratio=1.0, random_masking=True)
+
+
+def test_cls_attention_row__equals_row_0_of_the_full_attention_map() -> None:
+    # functional/attention.py (analysis tools) builds the full N x N map; the
+    # ccMIM importance keeps only the CLS row of its head average.
+    from lightly_graft.functional.attention import attention_from_input
+
+    torch.manual_seed(0)
+    attn = _tiny_encoder().vit.blocks[1].attn
+    x = torch.randn(3, 17, 32)
+    full = attention_from_input(attn, x)  # (B, H, N, N)
+    torch.testing.assert_close(
+        cls_attention_row(attn, x), full.mean(dim=1)[:, 0], rtol=1e-6, atol=1e-6
+    )
