@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import os
 import platform
 import statistics
 import sys
@@ -110,13 +111,18 @@ CASES = {
 
 
 def _repeat_chunks(
-    encoder: Any, images: torch.Tensor, num_chunks: int, final_norm: bool = True
+    encoder: Any,
+    images: torch.Tensor,
+    num_chunks: int,
+    final_norm: bool = True,
+    drop_remainder: bool = False,
 ) -> Any:
     """lightly's own chunk path: every image patch-embedded ``num_chunks`` times."""
     from lightly_graft.functional.chunking import chunk_token_indices
 
+    num_patches = encoder.vit.patch_embed.num_patches
     idx = chunk_token_indices(
-        images.shape[0], encoder.vit.patch_embed.num_patches, num_chunks, images.device
+        images.shape[0], num_patches, num_chunks, images.device, drop_remainder
     )
     tokens = encoder.preprocess(images.repeat(num_chunks, 1, 1, 1), idx_keep=idx)
     tokens = encoder.vit.blocks(encoder.vit.norm_pre(tokens))
@@ -136,7 +142,8 @@ def chunk_path(repeat: bool) -> Iterator[None]:
 
 @contextlib.contextmanager
 def unfused_attention(method: torch.nn.Module) -> Iterator[None]:
-    attns = [m for m in method.modules() if hasattr(m, "fused_attn")]
+    """timm's unfused attention (explicit matmuls, which FlopCounterMode counts)."""
+    attns: list[Any] = [m for m in method.modules() if hasattr(m, "fused_attn")]
     saved = [m.fused_attn for m in attns]
     for m in attns:
         m.fused_attn = False
@@ -207,7 +214,10 @@ def online_encoder_flops(method: SSLMethod, views: list[torch.Tensor]) -> int:
         for view in views:
             if isinstance(method, MaskedMoCo):
                 chunks = masked_moco_module.random_chunks(
-                    method.backbone, view, method.num_chunks
+                    method.backbone,
+                    view,
+                    method.num_chunks,
+                    drop_remainder=method.drop_remainder,
                 )
                 features = chunks[:, 0]
             else:
@@ -265,12 +275,14 @@ def write_results(
         row["encoder_flop_ratio"] = row["encoder_gflops"] / base["encoder_gflops"]
         if "median_s" in row:
             row["time_ratio"] = row["median_s"] / base["median_s"]
+            row["min_time_ratio"] = row["min_s"] / base["min_s"]
             row["img_per_s"] = args.batch_size / row["median_s"]
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = "step_bench" + (f"_{args.tag}" if args.tag else "")
     keys = list(rows[-1].keys() | rows[0].keys())
     order = ["case", "chunks", "median_s", "min_s", "max_s", "img_per_s"]
-    order += ["time_ratio", "gflops", "flop_ratio", "encoder_gflops"]
+    order += ["time_ratio", "min_time_ratio", "gflops", "flop_ratio"]
+    order += ["encoder_gflops"]
     order += ["encoder_flop_ratio"]
     keys = [k for k in order if k in keys]
     with open(RESULTS / f"{stem}.csv", "w", newline="") as f:
@@ -292,6 +304,9 @@ def write_results(
             else f" Time: median of {args.steps} interleaved rounds (one step of "
             f"every case per round) after {args.warmup} warm-up steps each."
         ),
+        f"Load average (1 min) at start / end: {args.load_start:.1f} / "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores: on a shared machine "
+        "min_s (the least disturbed step) is the steadier estimate.",
         "gflops: FlopCounterMode, forward + backward of the whole loss (both views, "
         "online + target encoders and heads; unfused attention). encoder_gflops: "
         "the online encoder alone, forward + backward of both views.",
@@ -334,6 +349,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.load_start = os.getloadavg()[0]
     torch.set_num_threads(args.threads)
     rows = measure(args)
     command = "python benchmarks/step_bench.py " + " ".join(

@@ -10,10 +10,10 @@ from scipy.stats import chisquare
 from timm.models.vision_transformer import VisionTransformer
 
 from lightly_graft.errors import GraftError
+from lightly_graft.functional.attention import attention_from_input
 from lightly_graft.functional.importance import (
     ccmim_token_mask,
     cls_attention_importance,
-    cls_attention_row,
     importance_token_mask,
 )
 
@@ -38,8 +38,9 @@ def test_cls_attention_row__reproduces_timm_attention_output() -> None:
     cls_out = (per_head @ v).transpose(1, 2).reshape(2, 1, 32)
     expected = attn.proj(cls_out)[:, 0]
     torch.testing.assert_close(attn(x)[:, 0], expected, rtol=1e-5, atol=1e-5)
-    # and the head average of those per-head rows is what cls_attention_row returns
-    row = cls_attention_row(attn, x)
+    # and the head average of those per-head rows is the CLS row that the
+    # importance sums
+    row = attention_from_input(attn, x).mean(1)[:, 0]
     torch.testing.assert_close(row, per_head.mean(1)[:, 0], rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(row.sum(-1), torch.ones(2), rtol=0, atol=1e-5)
 
@@ -55,12 +56,14 @@ def test_cls_attention_importance__sums_block_rows_of_the_forward() -> None:
     expected = torch.zeros(2, 16)
     with torch.no_grad():
         for block in encoder.vit.blocks:
-            expected += cls_attention_row(block.attn, block.norm1(x))[:, 1:]
+            expected += attention_from_input(block.attn, block.norm1(x)).mean(1)[
+                :, 0, 1:
+            ]
             x = block(x)
     torch.testing.assert_close(importance, expected, rtol=1e-6, atol=1e-6)
     assert (importance.sum(-1) <= 3.0 + 1e-5).all()
     # hooks are removed afterwards
-    assert all(not b.attn._forward_pre_hooks for b in encoder.vit.blocks)
+    assert all(not b.attn._forward_hooks for b in encoder.vit.blocks)
 
 
 def test_importance_token_mask__shapes_and_cls_convention() -> None:

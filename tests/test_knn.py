@@ -207,3 +207,38 @@ def test_knn_classify__faiss_cpu_restores_torch_threads():
     before = torch.get_num_threads()
     knn_classify(queries, bank, bank_labels, 10, k=5, backend="faiss", chunk_size=8)
     assert torch.get_num_threads() == before
+
+
+class _FakeFaiss:
+    """Stands in for a faiss module, with or without GPU support."""
+
+    def __init__(self, gpus: int) -> None:
+        self.gpus = gpus
+        if gpus:
+            self.StandardGpuResources = object
+
+    def get_num_gpus(self) -> int:
+        return self.gpus
+
+
+@pytest.mark.parametrize(
+    ("backend", "device", "gpus", "k", "expected"),
+    [
+        ("auto", "cpu", 0, 200, "faiss_cpu"),
+        ("auto", "cpu", 1, 200, "faiss_cpu"),
+        ("auto", "cuda", 1, 200, "faiss_gpu"),
+        ("auto", "cuda", 1, 4096, "torch"),  # beyond faiss's GPU k limit
+        ("auto", "cuda", 0, 200, "torch"),  # CPU-only faiss: torch on the GPU
+        ("faiss", "cuda", 0, 200, "faiss_cpu"),  # explicit: faiss on CPU copies
+        ("torch", "cuda", 1, 200, "torch"),
+    ],
+)
+def test_resolve_backend(backend, device, gpus, k, expected, monkeypatch):
+    monkeypatch.setattr(knn, "_import_faiss", lambda: _FakeFaiss(gpus))
+    assert knn._resolve_backend(backend, torch.device(device), k) == expected
+
+
+def test_resolve_backend__explicit_faiss_gpu_rejects_large_k(monkeypatch):
+    monkeypatch.setattr(knn, "_import_faiss", lambda: _FakeFaiss(1))
+    with pytest.raises(GraftError, match="k <= 2048, got k=4096"):
+        knn._resolve_backend("faiss", torch.device("cuda"), 4096)

@@ -146,9 +146,9 @@ def fewshot_eval(
     if not cs or min(cs) <= 0:
         raise GraftError(f"need a non-empty grid of positive C values, got {list(cs)}.")
     subsets = _subsets(train_labels, fractions, seed, subsets_path)
-    train_x = F.normalize(train_features.float(), dim=1).numpy()
-    test_x = F.normalize(test_features.float(), dim=1).numpy()
-    train_y, test_y = train_labels.numpy(), test_labels.numpy()
+    train_x = F.normalize(train_features.float(), dim=1).cpu().numpy()
+    test_x = F.normalize(test_features.float(), dim=1).cpu().numpy()
+    train_y, test_y = train_labels.cpu().numpy(), test_labels.cpu().numpy()
     results = {}
     for fraction in fractions:
         idx = subsets[float(fraction)]
@@ -170,6 +170,7 @@ def _subsets(
     labels: Tensor, fractions: Sequence[float], seed: int, path: str | Path | None
 ) -> dict[float, np.ndarray]:
     num_samples = labels.shape[0]
+    labels_np = labels.cpu().numpy()
     if path is not None and Path(path).exists():
         subsets = load_subsets(path, num_samples=num_samples)
         missing = [f for f in fractions if float(f) not in subsets]
@@ -179,7 +180,7 @@ def _subsets(
             f"few-shot subsets in {path} lack the fractions {missing}: delete the "
             "file or pass another subsets path."
         )
-    subsets = {float(f): fewshot_subset(labels, f, seed) for f in fractions}
+    subsets = {float(f): fewshot_subset(labels_np, f, seed) for f in fractions}
     if path is not None:
         save_subsets(path, subsets, seed=seed, num_samples=num_samples)
     return subsets

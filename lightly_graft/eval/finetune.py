@@ -136,7 +136,7 @@ def finetune(
     settings: FinetuneSettings = FinetuneSettings(),
     *,
     accelerator: str = "auto",
-    devices: int | str = 1,
+    devices: int | str | list[int] = 1,
     output: str | Path | None = None,
     seed: int = 0,
     trainer_kwargs: dict[str, Any] | None = None,

@@ -35,55 +35,14 @@ token at 0 (patches are 1..L); ``idx_keep`` starts with the CLS index,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 from lightly.models.modules import MaskedVisionTransformerTIMM
 from lightly.models.utils import random_token_mask
-from timm.layers import Attention
 from torch import Tensor
 
 from lightly_graft.errors import GraftError
-
-
-def cls_attention_row(attn: Attention, x: Tensor) -> Tensor:
-    """The CLS query's head-averaged attention over all tokens of one block.
-
-    Recomputes ``softmax(q_0 k^T * scale)`` with the module's own ``qkv``,
-    ``q_norm``, ``k_norm`` and ``scale``, exactly as timm's ``Attention.forward``.
-
-    Args:
-        attn: A timm ``Attention`` module (``qkv``, ``num_heads``, ``head_dim``,
-            ``scale``, ``q_norm``, ``k_norm``).
-        x: (batch_size, num_tokens, dim): the input of ``attn`` (CLS at index 0).
-
-    Returns:
-        (batch_size, num_tokens): the attention of the CLS token to every token
-        (itself at index 0), averaged over heads; each row sums to 1.
-    """
-    batch_size, num_tokens, _ = x.shape
-    qkv = attn.qkv(x).reshape(batch_size, num_tokens, 3, attn.num_heads, attn.head_dim)
-    q, k = qkv[:, :1, 0].transpose(1, 2), qkv[:, :, 1].transpose(1, 2)  # (B, H, ., hd)
-    q, k = attn.q_norm(q), attn.k_norm(k)
-    logits = (q * attn.scale) @ k.transpose(-2, -1)  # (B, H, 1, N)
-    return logits.float().softmax(dim=-1).mean(dim=1)[:, 0]
-
-
-def _attention_modules(encoder: MaskedVisionTransformerTIMM) -> Sequence[Attention]:
-    modules: list[Attention] = []
-    for i, block in enumerate(encoder.vit.blocks):
-        attn = getattr(block, "attn", None)
-        if attn is None or not all(
-            hasattr(attn, name) for name in ("qkv", "num_heads", "head_dim", "scale")
-        ):
-            raise GraftError(
-                f"ccMIM importance needs timm `Attention` blocks with a fused `qkv`; "
-                f"block {i} has {type(attn).__name__}. Use a plain timm "
-                "VisionTransformer (e.g. 'vit_small_patch16_224') as the backbone."
-            )
-        modules.append(attn)
-    return modules
+from lightly_graft.functional.attention import capture_attention
 
 
 @torch.no_grad()
@@ -92,8 +51,9 @@ def cls_attention_importance(
 ) -> Tensor:
     """ccMIM patch importance: CLS->patch attention summed over all blocks.
 
-    Runs one no-grad forward of the full images and, in every block, recomputes
-    the CLS row of the attention map (head-averaged, post-softmax), as the
+    Runs one no-grad forward of the full images and, in every block, takes the
+    CLS row of the recomputed attention map (head-averaged, post-softmax; see
+    :func:`~lightly_graft.functional.attention.capture_attention`), as the
     official ccMIM code does before choosing the mask.
 
     Args:
@@ -106,15 +66,11 @@ def cls_attention_importance(
     """
     rows: list[Tensor] = []
 
-    def hook(module: Attention, args: tuple[Tensor, ...]) -> None:
-        rows.append(cls_attention_row(module, args[0]))
+    def collect(block: int, attention: Tensor) -> None:
+        rows.append(attention[:, :, 0].float().mean(dim=1))  # (B, N)
 
-    handles = [m.register_forward_pre_hook(hook) for m in _attention_modules(encoder)]
-    try:
+    with capture_attention(encoder.vit.blocks, collect):
         encoder.encode(images)
-    finally:
-        for handle in handles:
-            handle.remove()
     return torch.stack(rows).sum(dim=0)[:, 1:]
 
 

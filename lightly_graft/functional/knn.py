@@ -86,9 +86,12 @@ def knn_classify(
         with equal votes (e.g. no votes) are ranked in an unspecified order.
     """
     k = _validate(queries, bank, bank_labels, num_classes, k, temperature, chunk_size)
-    resolved = _resolve_backend(backend, queries.device)
+    device = queries.device
+    resolved = _resolve_backend(backend, device, k)
     queries = F.normalize(queries.detach().float(), dim=1)
     bank = F.normalize(bank.detach().float(), dim=1)
+    if resolved == "faiss_cpu":  # also for CUDA tensors with a CPU-only faiss
+        queries, bank = queries.cpu(), bank.cpu()
     bank_labels = bank_labels.detach().to(device=bank.device, dtype=torch.long)
     num_top = min(5, num_classes)
     if resolved == "faiss_gpu":
@@ -105,12 +108,12 @@ def knn_classify(
 
     starts = range(0, queries.shape[0], chunk_size)
     if not starts:
-        return torch.empty(0, num_top, dtype=torch.long, device=queries.device)
+        return torch.empty(0, num_top, dtype=torch.long, device=device)
     if resolved == "faiss_cpu":
         predictions = _map_on_threads(classify, starts)
     else:
         predictions = [classify(start) for start in starts]
-    return torch.cat(predictions).to(queries.device)
+    return torch.cat(predictions).to(device)
 
 
 def knn_accuracy(predictions: Tensor, labels: Tensor) -> tuple[float, float]:
@@ -166,7 +169,6 @@ def _faiss_cpu_search(chunk: Tensor, bank: Tensor, k: int) -> tuple[Tensor, Tens
     """Exact top-k on CPU: torch GEMM per bank block, faiss heap for the top-k."""
     faiss = _import_faiss()
     assert faiss is not None
-    chunk, bank = chunk.cpu(), bank.cpu()
     num, size = chunk.shape[0], bank.shape[0]
     heap = faiss.ResultHeap(num, k, keep_max=True)
     tile = torch.empty(num * min(_BANK_BLOCK, size))  # reused: no page faults
@@ -241,7 +243,7 @@ def _faiss_has_gpu(faiss: ModuleType) -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
-def _resolve_backend(backend: str, device: torch.device) -> str:
+def _resolve_backend(backend: str, device: torch.device, k: int) -> str:
     """Returns 'faiss_gpu', 'faiss_cpu' or 'torch' for the requested backend."""
     if backend not in BACKENDS:
         raise GraftError(
@@ -259,8 +261,13 @@ def _resolve_backend(backend: str, device: torch.device) -> str:
         _warn_no_faiss()
         return "torch"
     if device.type == "cuda":
-        if _faiss_has_gpu(faiss):
+        if _faiss_has_gpu(faiss) and k <= _FAISS_GPU_MAX_K:
             return "faiss_gpu"
+        if _faiss_has_gpu(faiss) and backend == "faiss":
+            raise GraftError(
+                f"faiss's GPU search supports k <= {_FAISS_GPU_MAX_K}, got k={k}; "
+                "use backend='torch' or 'auto' (which then uses torch)."
+            )
         # Explicit faiss without GPU support: search on CPU copies.
         return "faiss_cpu" if backend == "faiss" else "torch"
     return "faiss_cpu"

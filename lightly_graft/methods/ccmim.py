@@ -31,7 +31,6 @@ from lightly_graft.functional.importance import (
     cls_attention_importance,
 )
 from lightly_graft.methods.base import BackboneLike, LossOutput, OptimizerLike
-from lightly_graft.methods.hparams import keep_own_hparams
 from lightly_graft.methods.mae import MAE, make_transform
 from lightly_graft.modules.heads import mlp_head
 from lightly_graft.modules.masked_reconstruction import reconstruct_masked
@@ -115,7 +114,6 @@ class CCMIM(MAE):
             norm_pix=norm_pix,
             gather_distributed=gather_distributed,
         )
-        keep_own_hparams(self)
 
     def mask(self, batch_size: int, device: torch.device) -> tuple[Tensor, Tensor]:
         """Random split (``random_masking``); the importance split needs the

@@ -25,7 +25,6 @@ from lightly_graft.functional.chunking import check_num_chunks, unflatten_chunks
 from lightly_graft.functional.vmf import vmf_concentration
 from lightly_graft.methods.base import BackboneLike, LossOutput, OptimizerLike
 from lightly_graft.methods.grafted_moco import GraftedMoCo
-from lightly_graft.methods.hparams import keep_own_hparams
 from lightly_graft.modules.chunks import random_chunks
 from lightly_graft.modules.heads import Norm, mlp_head
 from lightly_graft.modules.objectives.masked_contrastive import (
@@ -159,7 +158,6 @@ class MaskedMoCo(GraftedMoCo):
             temperature=temperature,
             gather_distributed=gather_distributed,
         )
-        keep_own_hparams(self)
 
     @classmethod
     def default_optimizer(cls) -> GraftedStageOptimizer:
@@ -290,4 +288,3 @@ class MaskedBYOL(MaskedMoCo):
             log_kappa=log_kappa,
             optimizer=optimizer,
         )
-        keep_own_hparams(self)

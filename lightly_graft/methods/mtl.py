@@ -24,7 +24,6 @@ from torch import Tensor
 from lightly_graft.methods import mae
 from lightly_graft.methods.base import BackboneLike, LossOutput, OptimizerLike
 from lightly_graft.methods.grafted_moco import GraftedMoCo
-from lightly_graft.methods.hparams import keep_own_hparams
 from lightly_graft.methods.transforms import two_view_transform
 from lightly_graft.modules.decoder import MAEDecoder
 from lightly_graft.modules.heads import Norm
@@ -149,7 +148,6 @@ class MTL(GraftedMoCo):
             num_prefix_tokens=vit.num_prefix_tokens,
         )
         self.mim_objective = build_objective("mae", norm_pix=norm_pix)
-        keep_own_hparams(self)
 
     @classmethod
     def default_optimizer(cls) -> GraftedStageOptimizer:

@@ -1,7 +1,6 @@
 """Encode the visible tokens, decode the masked ones, and gather their pixels.
 
-The MIM forward shared by ccMIM and MTL (MAE's own ``MAE.reconstruction`` does
-the same inside the method): lightly's masked ViT encodes the tokens of
+The MIM forward shared by MAE, ccMIM and MTL: lightly's masked ViT encodes the tokens of
 ``idx_keep``, the MAE decoder predicts the tokens of ``idx_mask``, and lightly's
 ``patchify`` / ``get_at_index`` give the true pixels of those patches.
 """
