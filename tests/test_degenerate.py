@@ -8,7 +8,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from conftest import RandomViews, fit_tiny, tiny_method
+from graft_testing import RandomViews, fit_tiny, tiny_method
 from lightly.models import utils
 from torch.testing import assert_close
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import fit_tiny, tiny_method
+from graft_testing import fit_tiny, tiny_method
 from torch.testing import assert_close
 
 from lightly_graft import Grafting

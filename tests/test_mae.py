@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import fit_tiny, tiny_method
+from graft_testing import fit_tiny, tiny_method
 from lightly.models import utils
 from torch.testing import assert_close
 

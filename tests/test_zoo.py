@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 import torch
-from conftest import fit_tiny, tiny_method, tiny_views
+from graft_testing import fit_tiny, tiny_method, tiny_views
 
 from lightly_graft import zoo
 from lightly_graft.cli import main
@@ -32,7 +32,7 @@ def test_zoo__forward_finite_and_every_parameter_gets_a_gradient(name: str) -> N
 
 
 @pytest.mark.parametrize("name", zoo.names())
-def test_zoo__fits_two_steps_with_validation(name: str) -> None:
+def test_zoo__fits_two_steps_with_validation(name: str, tmp_path) -> None:
     torch.manual_seed(0)
     method = tiny_method(name)
     val = torch.utils.data.DataLoader(
@@ -42,6 +42,16 @@ def test_zoo__fits_two_steps_with_validation(name: str) -> None:
     assert trainer.global_step == 2
     result = trainer.validate(method, dataloaders=val, verbose=False)
     assert "val_online_cls_top1" in result[0]
+    # The checkpoint rebuilds the method from its saved constructor arguments
+    # and loads with weights_only=True (no pickled objects in it).
+    trainer.save_checkpoint(tmp_path / "method.ckpt")
+    restored = type(method).load_from_checkpoint(
+        tmp_path / "method.ckpt", weights_only=True
+    )
+    for (key, value), other in zip(
+        method.state_dict().items(), restored.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(value, other, rtol=0, atol=0, msg=key)
 
 
 @pytest.mark.parametrize("name", zoo.names())

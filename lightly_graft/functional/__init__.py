@@ -1,0 +1,1 @@
+"""Layer 1: pure tensor functions (no Lightning, no config objects)."""

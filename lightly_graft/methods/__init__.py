@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from lightly_graft import zoo
-from lightly_graft.methods import grafted_moco, grafted_vicreg, mae
+from lightly_graft.methods import (
+    ccmim,
+    grafted_moco,
+    grafted_vicreg,
+    mae,
+    masked_moco,
+    mtl,
+)
 from lightly_graft.methods.base import LossOutput, SSLMethod
+from lightly_graft.methods.ccmim import CCMIM
 from lightly_graft.methods.grafted_moco import GraftedMoCo
 from lightly_graft.methods.grafted_vicreg import GraftedVICReg
 from lightly_graft.methods.mae import MAE
+from lightly_graft.methods.masked_moco import MaskedBYOL, MaskedMoCo
+from lightly_graft.methods.mtl import MTL
 
 zoo.register(
     "mae",
@@ -34,4 +44,47 @@ zoo.register(
     recipe="recipes/grafted_vicreg.yaml",
 )
 
-__all__ = ["MAE", "GraftedMoCo", "GraftedVICReg", "LossOutput", "SSLMethod"]
+zoo.register(
+    "masked_moco",
+    MaskedMoCo,
+    transform_factory=masked_moco.make_transform,
+    transform=masked_moco.transform,
+    description="Masked MoCo: MoCo v3 on n=8 token chunks per view, LayerNorm heads",
+    recipe="recipes/masked_moco.yaml",
+)
+zoo.register(
+    "masked_byol",
+    MaskedBYOL,
+    transform_factory=masked_moco.make_transform,
+    transform=masked_moco.transform,
+    description="Masked BYOL: BYOL's loss on n=8 token chunks per view",
+    recipe="recipes/masked_byol.yaml",
+)
+zoo.register(
+    "ccmim",
+    CCMIM,
+    transform_factory=ccmim.make_transform,
+    transform=ccmim.transform,
+    description="ccMIM: masks the patches the CLS attends to, + CLS contrast",
+    recipe="recipes/ccmim.yaml",
+)
+zoo.register(
+    "mtl",
+    MTL,
+    transform_factory=mtl.make_transform,
+    transform=mtl.transform,
+    description="MTL ablation: MAE loss + MoCo v3 loss on one encoder (Table 1)",
+    recipe="recipes/mtl.yaml",
+)
+
+__all__ = [
+    "CCMIM",
+    "MAE",
+    "MTL",
+    "GraftedMoCo",
+    "GraftedVICReg",
+    "LossOutput",
+    "MaskedBYOL",
+    "MaskedMoCo",
+    "SSLMethod",
+]

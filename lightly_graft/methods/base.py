@@ -11,6 +11,7 @@ callbacks need: ``encoders()``, ``regularizers`` and stage-wise optimizers.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -110,8 +111,16 @@ class SSLMethod(pl.LightningModule):
     def store_hparams(self) -> None:
         """Saves the constructor arguments, with the backbone and optimizer as
         plain data so checkpoints load with ``weights_only=True``. Call at the end
-        of a subclass ``__init__``."""
+        of a subclass ``__init__``.
+
+        Lightning's frame inspection collects the ``__init__`` arguments of every
+        class in the hierarchy; only those the concrete class takes are kept, so
+        ``load_from_checkpoint`` can rebuild a subclass with another signature
+        (``MaskedBYOL(MaskedMoCo(GraftedMoCo))``).
+        """
         self.save_hyperparameters(ignore=["backbone", "optimizer"])
+        accepted = inspect.signature(type(self).__init__).parameters
+        self.remove_ignored_hparams([k for k in self.hparams if k not in accepted])
         self.hparams["backbone"] = self.backbone_spec.to_dict()
         self.hparams["optimizer"] = self.optimizer_spec.to_dict()
 

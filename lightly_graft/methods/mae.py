@@ -16,6 +16,7 @@ from lightly_graft.methods.base import (
     SSLMethod,
 )
 from lightly_graft.modules.decoder import MAEDecoder
+from lightly_graft.modules.masked_reconstruction import reconstruct_masked
 from lightly_graft.modules.objectives import build_objective
 from lightly_graft.training.optimizer import GraftedStageOptimizer
 
@@ -114,12 +115,11 @@ class MAE(SSLMethod):
     def reconstruction(
         self, images: Tensor, idx_keep: Tensor, idx_mask: Tensor
     ) -> tuple[Tensor, Tensor]:
-        """Encodes the visible tokens, decodes, and returns ``(loss, x_encoded)``."""
-        x_encoded = self.backbone.encode(images, idx_keep=idx_keep)  # (B, 1 + keep, D)
-        prediction = self.decoder(x_encoded, idx_keep, idx_mask)  # (B, masked, p*p*C)
-        patches = utils.patchify(images, self.patch_size)  # (B, L, p*p*C)
-        # idx_mask counts the CLS token as 0; patches do not.
-        target = utils.get_at_index(patches, idx_mask - 1)
+        """Encodes the visible tokens, decodes, and returns ``(loss, x_encoded)``
+        with ``x_encoded`` (batch_size, 1 + num_keep, embed_dim)."""
+        prediction, target, x_encoded = reconstruct_masked(
+            self.backbone, self.decoder, images, idx_keep, idx_mask
+        )
         return self.objective(prediction, target), x_encoded
 
     def training_loss(self, views: list[Tensor]) -> LossOutput:

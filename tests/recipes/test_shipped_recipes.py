@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from graft_testing import TINY_METHOD_ARGS
 
 from lightly_graft.modules.backbone import BackboneSpec, build_vit
 from lightly_graft.recipes import load_recipe
@@ -16,11 +17,6 @@ from tests.recipes.pipeline_fixtures import write_image_folder
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
 TINY = {"img_size": 16, "patch_size": 8, "embed_dim": 24, "depth": 3, "num_heads": 2}
-TINY_METHOD_ARGS = {
-    "mae": {"decoder_dim": 16, "decoder_depth": 1, "decoder_num_heads": 2},
-    "grafted_moco": {"projection_hidden_dim": 32, "projection_dim": 8},
-    "grafted_vicreg": {"expander_hidden_dim": 32, "expander_dim": 32},
-}
 
 
 def test_recipes_are_shipped() -> None:

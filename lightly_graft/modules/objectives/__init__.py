@@ -82,7 +82,9 @@ def accepted_arguments(name: str) -> list[str]:
 # Built-in objectives register themselves on import.
 from lightly_graft.modules.objectives import (  # noqa: E402, F401
     byol,
+    ccmim,
     contrastive,
     mae,
+    masked_contrastive,
     vicreg,
 )

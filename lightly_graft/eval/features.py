@@ -1,0 +1,76 @@
+"""Frozen features of a backbone over a labelled dataset (for the eval protocols)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from lightly_graft.errors import DataError, GraftError
+
+
+def extract_features(
+    model: nn.Module, loader: DataLoader, device: torch.device | str | None = None
+) -> tuple[Tensor, Tensor]:
+    """Embeds every batch of ``loader`` with ``model`` in eval mode, without grads.
+
+    The model's train/eval flags are restored afterwards. Features are computed
+    once per protocol run and reused across its hyperparameter grid.
+
+    Args:
+        model: Maps images (batch_size, C, H, W) to features (batch_size, dim).
+        loader: Yields ``(images, labels, ...)`` batches.
+        device: Where to run the model; defaults to the device of its parameters.
+
+    Returns:
+        features (num_samples, dim) float32 and labels (num_samples,) long, on CPU.
+    """
+    if device is None:
+        parameter = next(model.parameters(), None)
+        device = parameter.device if parameter is not None else torch.device("cpu")
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    features, labels = [], []
+    try:
+        with torch.no_grad():
+            for batch in loader:
+                images = batch[0].to(device)
+                features.append(model(images).flatten(start_dim=1).float().cpu())
+                labels.append(torch.as_tensor(batch[1]).long().cpu())
+    finally:
+        for module, training in modes:
+            module.training = training
+    if not features:
+        raise DataError(
+            f"the loader over {loader.dataset!r} yielded no batches: the dataset is empty."
+        )
+    return torch.cat(features), torch.cat(labels)
+
+
+def check_features(
+    train_features: Tensor,
+    train_labels: Tensor,
+    test_features: Tensor,
+    test_labels: Tensor,
+    num_classes: int,
+) -> None:
+    """Raises GraftError unless train/test features and labels fit together."""
+    for name, x, y in (
+        ("train", train_features, train_labels),
+        ("test", test_features, test_labels),
+    ):
+        if x.ndim != 2 or y.shape != x.shape[:1] or x.shape[0] == 0:
+            raise GraftError(
+                f"{name} features {tuple(x.shape)} and labels {tuple(y.shape)} must "
+                "be non-empty (num_samples, dim) and (num_samples,)."
+            )
+        if int(y.min()) < 0 or int(y.max()) >= num_classes:
+            raise GraftError(
+                f"{name} labels span [{int(y.min())}, {int(y.max())}] but must lie "
+                f"in [0, {num_classes}) for num_classes={num_classes}."
+            )
+    if train_features.shape[1] != test_features.shape[1]:
+        raise GraftError(
+            f"train features have dim {train_features.shape[1]} but test features "
+            f"{test_features.shape[1]}: they must come from the same backbone."
+        )

@@ -1,0 +1,192 @@
+"""MTL: the multi-task combination of MIM and CL (Layer Grafted Pre-training §2.2).
+
+papers/layer_grafted_pretraining.md, §2.2 and Table 1 ("MTL combination"): each
+iteration computes the MoCo v3 loss on two augmented views and the MAE loss on a
+minimally augmented view (random resized crop + flip); one shared encoder, the
+two losses added. The paper uses it to show that the two objectives conflict
+(Fig. 1: per-block gradient cosine): :meth:`MTL.loss_terms` returns the two
+unweighted losses for the gradient-conflict tools.
+
+The MoCo v3 branch is :class:`~lightly_graft.methods.grafted_moco.GraftedMoCo`
+(momentum encoder, heads, schedule); the MIM branch is MAE's decoder, random
+masking and pixel objective on the same online encoder.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightly.models import utils
+from lightly.transforms.multi_view_transform import MultiViewTransform
+from lightly.transforms.utils import IMAGENET_NORMALIZE
+from torch import Tensor
+
+from lightly_graft.methods import mae
+from lightly_graft.methods.base import BackboneLike, LossOutput, OptimizerLike
+from lightly_graft.methods.grafted_moco import GraftedMoCo
+from lightly_graft.methods.transforms import two_view_transform
+from lightly_graft.modules.decoder import MAEDecoder
+from lightly_graft.modules.heads import Norm
+from lightly_graft.modules.masked_reconstruction import reconstruct_masked
+from lightly_graft.modules.objectives import build_objective
+from lightly_graft.training.optimizer import GraftedStageOptimizer
+
+
+def make_transform(
+    input_size: int = 224,
+    min_scale: float = 0.08,
+    mae_min_scale: float = 0.2,
+    normalize: dict[str, list[float]] | None = None,
+    **kwargs: Any,
+) -> MultiViewTransform:
+    """Three views: MoCo v3's two (lightly's BYOL views; extra keyword arguments
+    go to them) and MAE's minimal one (random resized crop + flip), in this
+    order."""
+    normalize = normalize or IMAGENET_NORMALIZE
+    cl = two_view_transform(
+        input_size=input_size, min_scale=min_scale, normalize=normalize, **kwargs
+    )
+    mim = mae.make_transform(
+        input_size=input_size, min_scale=mae_min_scale, normalize=normalize
+    )
+    return MultiViewTransform(transforms=[*cl.transforms, mim.transform])
+
+
+#: Default transform (224 px), as in lightly's benchmark modules.
+transform = make_transform()
+
+
+class MTL(GraftedMoCo):
+    """One encoder trained with ``mim_weight * L_MAE + cl_weight * L_MoCo``.
+
+    Views: ``views[0]``, ``views[1]`` the two contrastive views, ``views[2]``
+    the minimally augmented MIM view (:func:`make_transform`).
+
+    Args:
+        batch_size_per_device: Batch size per device.
+        num_classes: Online classifier classes (0: none).
+        backbone: ViT spec (default ViT-B/16).
+        mask_ratio: MAE mask ratio (0.75).
+        decoder_dim: MAE decoder width (512).
+        decoder_depth: MAE decoder blocks (8).
+        decoder_num_heads: MAE decoder heads (16).
+        norm_pix: MAE's per-patch normalised pixel targets.
+        projection_hidden_dim: MoCo v3 projector/predictor hidden width (4096).
+        projection_dim: MoCo v3 output width (256).
+        projection_layers: Projector layers (3).
+        prediction_layers: Predictor layers (2).
+        head_norm: ``batch`` (MoCo v3) or ``layer``.
+        temperature: InfoNCE tau (0.2).
+        momentum_start: Momentum at step 0 (0.99), cosine to ``momentum_end``.
+        freeze_patch_embed: Off by default: the MIM loss trains the patch
+            embedding (MAE does).
+        mim_weight: Weight of the MAE loss (1: the paper's plain sum).
+        cl_weight: Weight of the MoCo v3 loss (1).
+        gather_distributed: Gather keys across ranks for the negatives.
+        optimizer: Default AdamW, base LR 1.5e-4 x batch/256 for every block,
+            wd 0.1, 40 warmup epochs (MoCo v3's ViT settings; the paper gives
+            no MTL-specific ones).
+    """
+
+    num_views = 3
+
+    def __init__(
+        self,
+        *,
+        batch_size_per_device: int,
+        num_classes: int,
+        backbone: BackboneLike = "vit_base_patch16_224",
+        mask_ratio: float = 0.75,
+        decoder_dim: int = 512,
+        decoder_depth: int = 8,
+        decoder_num_heads: int = 16,
+        norm_pix: bool = True,
+        projection_hidden_dim: int = 4096,
+        projection_dim: int = 256,
+        projection_layers: int = 3,
+        prediction_layers: int = 2,
+        head_norm: Norm = "batch",
+        temperature: float = 0.2,
+        momentum_start: float = 0.99,
+        momentum_end: float = 1.0,
+        freeze_patch_embed: bool = False,
+        mim_weight: float = 1.0,
+        cl_weight: float = 1.0,
+        gather_distributed: bool = False,
+        optimizer: OptimizerLike = None,
+    ) -> None:
+        super().__init__(
+            batch_size_per_device=batch_size_per_device,
+            num_classes=num_classes,
+            backbone=backbone,
+            projection_hidden_dim=projection_hidden_dim,
+            projection_dim=projection_dim,
+            projection_layers=projection_layers,
+            prediction_layers=prediction_layers,
+            head_norm=head_norm,
+            temperature=temperature,
+            momentum_start=momentum_start,
+            momentum_end=momentum_end,
+            freeze_patch_embed=freeze_patch_embed,
+            gather_distributed=gather_distributed,
+            optimizer=optimizer,
+        )
+        if not 0.0 < mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}.")
+        self.mask_ratio = mask_ratio
+        self.mim_weight = mim_weight
+        self.cl_weight = cl_weight
+        vit = self.backbone.vit
+        self.decoder = MAEDecoder(
+            num_patches=vit.patch_embed.num_patches,
+            patch_size=vit.patch_embed.patch_size[0],
+            in_chans=vit.patch_embed.proj.in_channels,
+            embed_dim=self.embed_dim,
+            decoder_dim=decoder_dim,
+            decoder_depth=decoder_depth,
+            decoder_num_heads=decoder_num_heads,
+            num_prefix_tokens=vit.num_prefix_tokens,
+        )
+        self.mim_objective = build_objective("mae", norm_pix=norm_pix)
+
+    @classmethod
+    def default_optimizer(cls) -> GraftedStageOptimizer:
+        return GraftedStageOptimizer(
+            base_lr=1.5e-4,
+            num_stages=1,
+            weight_decay=0.1,
+            betas=(0.9, 0.999),
+            warmup_epochs=40,
+        )
+
+    def mim_loss(self, images: Tensor) -> Tensor:
+        """MAE on the online encoder: random mask, decode, pixel loss."""
+        idx_keep, idx_mask = utils.random_token_mask(
+            size=(images.shape[0], self.backbone.sequence_length),
+            mask_ratio=self.mask_ratio,
+            device=images.device,
+        )
+        prediction, target, _ = reconstruct_masked(
+            self.backbone, self.decoder, images, idx_keep, idx_mask
+        )
+        loss: Tensor = self.mim_objective(prediction, target)
+        return loss
+
+    def _terms(self, views: list[Tensor]) -> tuple[dict[str, Tensor], Tensor]:
+        if len(views) < 3:
+            raise ValueError(
+                f"MTL takes 3 views (2 contrastive + 1 MIM), got {len(views)}: use "
+                "lightly_graft.methods.mtl.make_transform."
+            )
+        cl = super().training_loss(views[:2])
+        assert cl.features is not None
+        return {"mim": self.mim_loss(views[2]), "cl": cl.loss}, cl.features
+
+    def loss_terms(self, views: list[Tensor]) -> dict[str, Tensor]:
+        """The unweighted ``{"mim": L_MAE, "cl": L_MoCo}`` (gradient conflict)."""
+        return self._terms(views)[0]
+
+    def training_loss(self, views: list[Tensor]) -> LossOutput:
+        terms, features = self._terms(views)
+        loss = self.mim_weight * terms["mim"] + self.cl_weight * terms["cl"]
+        return LossOutput(loss=loss, features=features, logs=dict(terms))

@@ -1,0 +1,64 @@
+"""Masked MoCo / Masked BYOL objective (``masked_contrastive``).
+
+papers/masked_moco_improved_baseline.md, Eq. 3 and Eq. 4: every one of the n
+chunk queries of a view is contrasted with the key of the other view, and the
+loss is averaged over the chunks::
+
+    L({q_i}, k) = 1/n sum_i L(q_i, k)                      (Eq. 3)
+
+When the target view is itself split into m chunks, its m keys are combined into
+their spherical mean ``k_hat = sum_j k_j / ||sum_j k_j||`` first (Eq. 4). ``L`` is
+any registered two-view objective (``contrastive``: MoCo v3's symmetric InfoNCE;
+``byol``: negative cosine), so n = m = 1 is exactly that objective.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor
+
+from lightly_graft.functional.chunking import spherical_mean
+from lightly_graft.modules.objectives import (
+    Objective,
+    accepted_arguments,
+    build_objective,
+    register_objective,
+)
+
+
+@register_objective("masked_contrastive")
+class MaskedContrastiveObjective(Objective):
+    """Eq. 3 (chunk queries, loss averaged over chunks) + Eq. 4 (target chunks).
+
+    ``forward(online, target)``: ``online[i]`` (n, batch_size, dim) are the n chunk
+    queries of view i (after the predictor), ``target[i]`` (m, batch_size, dim)
+    the m chunk keys of view i (m = 1: the full view). n and m come from the
+    shapes. The base objective pairs the views as usual (MoCo v3:
+    ``ctr(q1, k2) + ctr(q2, k1)`` for every chunk).
+
+    Args:
+        base: The two-view objective applied per chunk (``contrastive``, ``byol``).
+        temperature: InfoNCE tau, if the base takes one (MoCo v3: 0.2).
+        gather_distributed: Gather keys across ranks, if the base supports it.
+    """
+
+    def __init__(
+        self,
+        base: str = "contrastive",
+        temperature: float = 0.2,
+        gather_distributed: bool = False,
+    ) -> None:
+        super().__init__()
+        given = {"temperature": temperature, "gather_distributed": gather_distributed}
+        accepted = accepted_arguments(base)
+        self.base = build_objective(
+            base, **{k: v for k, v in given.items() if k in accepted}
+        )
+
+    def forward(self, online: Sequence[Tensor], target: Sequence[Tensor]) -> Tensor:
+        num_chunks = online[0].shape[0]
+        assert all(q.shape[0] == num_chunks for q in online), "same n for every view"
+        keys = [k[0] if k.shape[0] == 1 else spherical_mean(k, dim=0) for k in target]
+        losses = [self.base([q[c] for q in online], keys) for c in range(num_chunks)]
+        return sum(losses[1:], losses[0]) / num_chunks
