@@ -41,6 +41,7 @@ from lightly_graft.recipes.report import StageSummary, read_knn_history
 from lightly_graft.recipes.run_dir import RECIPE, RunDirectory
 from lightly_graft.recipes.schema import PREVIOUS, Recipe, StageConfig
 from lightly_graft.training.checkpoints import save_backbone
+from lightly_graft.training.knn_monitor import KNNMonitor
 
 ENCODER = "encoder.pt"
 # Lightning warnings that this layout triggers on purpose: the stage folder
@@ -98,16 +99,15 @@ def callbacks(
     ]
     knn = stage.knn
     if knn.every_n_epochs > 0:
-        from lightly_graft.training.knn_monitor import KNNMonitor
-
         out.insert(
             0,
             KNNMonitor(
                 datamodule.knn_bank_dataloader(),
                 datamodule.knn_query_dataloader(),
                 every_n_epochs=knn.every_n_epochs,
-                k=knn.k,
+                k=min(knn.k, len(datamodule.bank_set)),
                 temperature=knn.temperature,
+                num_classes=datamodule.num_classes,
             ),
         )
         out.append(
