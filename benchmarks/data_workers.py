@@ -19,6 +19,7 @@ import argparse
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -29,7 +30,7 @@ from lightly_graft.recipes.resolve import resolve_recipe
 RESULTS = Path(__file__).parent / "results" / "data_workers.md"
 
 
-def images_per_second(method: torch.nn.Module, loader, steps: int, warmup: int = 2) -> float:
+def images_per_second(method: Any, loader: Any, steps: int, warmup: int = 2) -> float:
     optimizer = torch.optim.AdamW([p for p in method.parameters() if p.requires_grad])
     iterator = iter(loader)
     for _ in range(warmup):
@@ -53,9 +54,14 @@ def main() -> None:
     parser.add_argument("--recipe", default="recipes/quickstart.yaml")
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
-    rows = ["| stage | method | batch | num_workers | images/s | load avg |", "|---|---|---:|---:|---:|---:|"]
+    rows = [
+        "| stage | method | batch | num_workers | images/s | load avg |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for workers in (0, 1, 2):
-        recipe = resolve_recipe(load_recipe(args.recipe, [f"data.num_workers={workers}"]))
+        recipe = resolve_recipe(
+            load_recipe(args.recipe, [f"data.num_workers={workers}"])
+        )
         for stage in recipe.stages:
             torch.manual_seed(0)
             method = build_method(recipe, stage)

@@ -175,9 +175,11 @@ def write_report(
         "",
         "```python",
         "import json, timm, torch",
+        "",
         'spec = json.load(open("backbone.json"))',
-        'model = timm.create_model(spec["name"], pretrained=False, num_classes=0, '
-        '**spec["kwargs"])',
+        "model = timm.create_model(",
+        '    spec["name"], pretrained=False, num_classes=0, **spec["kwargs"]',
+        ")",
         'model.load_state_dict(torch.load("backbone.pt", weights_only=True))',
         "```",
         "",

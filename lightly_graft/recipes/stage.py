@@ -64,7 +64,7 @@ def is_global_zero() -> bool:
     """Whether this process is rank 0 (always, without DDP). Lightning reads the
     rank from the environment (``RANK``, ``LOCAL_RANK``, ``SLURM_PROCID``) that its
     launcher, torchrun or SLURM set."""
-    return rank_zero_only.rank == 0
+    return getattr(rank_zero_only, "rank", 0) == 0
 
 
 def device_for(accelerator: str) -> torch.device:
