@@ -176,6 +176,13 @@ class SSLMethod(pl.LightningModule):
         self.log_dict(cls_log, prog_bar=True, sync_dist=True, batch_size=len(targets))
         return cls_loss
 
+    def setup(self, stage: str) -> None:
+        # Frozen stages get requires_grad=False here, after the Grafting callback's
+        # setup and before DDP wraps the model (configure_optimizers runs after
+        # the wrap, and DDP would wait for gradients of frozen parameters).
+        if stage == "fit":
+            self.optimizer_spec.freeze(self, self.backbone)
+
     def configure_optimizers(self) -> Any:
         trainer = self.trainer
         total = int(trainer.estimated_stepping_batches)

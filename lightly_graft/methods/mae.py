@@ -9,6 +9,7 @@ from lightly.transforms import MAETransform
 from lightly.transforms.utils import IMAGENET_NORMALIZE
 from torch import Tensor
 
+from lightly_graft.data.transforms import mae_transform
 from lightly_graft.methods.base import (
     BackboneLike,
     LossOutput,
@@ -27,7 +28,7 @@ def make_transform(
     normalize: dict[str, list[float]] | None = None,
 ) -> MAETransform:
     """MAE's augmentation: random resized crop + horizontal flip."""
-    return MAETransform(
+    return mae_transform(
         input_size=input_size,
         min_scale=min_scale,
         normalize=normalize or IMAGENET_NORMALIZE,

@@ -1,27 +1,52 @@
-"""Default transforms of the contrastive methods (lightly's, sizes configurable)."""
+"""Default transforms of the contrastive methods: the data module's, with the
+size-aware defaults of :func:`~lightly_graft.data.transforms.augmentation_defaults`
+for anything not given (so a method's module-level ``transform`` and a recipe
+run build their views the same way)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from lightly.transforms import BYOLTransform, BYOLView1Transform, BYOLView2Transform
+from lightly.transforms import BYOLTransform
 from lightly.transforms.utils import IMAGENET_NORMALIZE
+
+from lightly_graft.data import transforms as data_transforms
+
+TWO_VIEW_OPTIONS = (
+    "cj_strength",
+    "blur_probs",
+    "blur_sigmas",
+    "solarize_prob",
+    "hflip_prob",
+)
 
 
 def two_view_transform(
     input_size: int = 224,
-    min_scale: float = 0.08,
+    min_scale: float | None = None,
     normalize: dict[str, list[float]] | None = None,
-    **kwargs: Any,
+    **overrides: Any,
 ) -> BYOLTransform:
-    """MoCo v3's asymmetric two-view augmentation (BYOL's: blur 1.0 / 0.1,
-    solarize 0.0 / 0.2), lightly's ``BYOLTransform``. Extra keyword arguments go to
-    both views (e.g. ``cj_strength``, ``random_gray_scale``, ``gaussian_blur``)."""
-    normalize = normalize or IMAGENET_NORMALIZE
-    view_1 = BYOLView1Transform(
-        input_size=input_size, min_scale=min_scale, normalize=normalize, **kwargs
+    """MoCo v3's asymmetric two-view augmentation (lightly's BYOL views).
+
+    Args:
+        input_size: Output side length in pixels.
+        min_scale: Smallest crop area; default 0.08 (BYOL), 0.2 at <= 64 px.
+        normalize: ``{"mean", "std"}``; default ImageNet's.
+        overrides: Any of ``cj_strength``, ``blur_probs``, ``blur_sigmas``,
+            ``solarize_prob``, ``hflip_prob``.
+    """
+    unknown = set(overrides) - set(TWO_VIEW_OPTIONS)
+    if unknown:
+        raise TypeError(
+            f"Unknown two-view options {sorted(unknown)}; valid: {TWO_VIEW_OPTIONS}."
+        )
+    defaults = data_transforms.augmentation_defaults(input_size)
+    options = {k: defaults[k] for k in TWO_VIEW_OPTIONS}
+    options.update(overrides)
+    return data_transforms.two_view_transform(
+        input_size=input_size,
+        min_scale=defaults["min_scale"] if min_scale is None else min_scale,
+        normalize=normalize or IMAGENET_NORMALIZE,
+        **options,
     )
-    view_2 = BYOLView2Transform(
-        input_size=input_size, min_scale=min_scale, normalize=normalize, **kwargs
-    )
-    return BYOLTransform(view_1_transform=view_1, view_2_transform=view_2)

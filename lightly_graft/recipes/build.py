@@ -8,6 +8,7 @@ sees a recipe.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from lightly_graft.data import (
     mae_transform,
     two_view_transform,
 )
+from lightly_graft.errors import RecipeError, format_options
 from lightly_graft.modules.backbone import BackboneSpec
 from lightly_graft.recipes.schema import (
     DataConfig,
@@ -65,32 +67,66 @@ def build_method(recipe: Recipe, stage: StageConfig, *, num_classes: int = 0) ->
 
 
 def train_transform(data: DataConfig, method: str) -> Any:
-    """The stage's view transform: MAE's for one view, BYOL's two views for two,
-    else the zoo entry's own ``make_transform`` (e.g. three views for MTL)."""
+    """The stage's view transform.
+
+    One view: MAE's crop + flip. A method whose ``make_transform`` has view
+    presets (Masked MoCo/BYOL): its own, with ``augment.preset``. Two views: MoCo
+    v3's (BYOL's) views. More (MTL): the method's own, with the two-view options.
+
+    Raises:
+        RecipeError: ``augment.preset`` is set for a method without presets.
+    """
     assert data.image_size is not None and data.normalize is not None, "resolve first"
     normalize = {"mean": list(data.normalize.mean), "std": list(data.normalize.std)}
     augment = data.augment
     entry = zoo.get(method)
     views = getattr(entry.cls, "num_views", 2)
+    has_presets = "preset" in inspect.signature(entry.transform_factory).parameters
+    if augment.preset is not None and not has_presets:
+        with_presets = [
+            e.name
+            for e in zoo.entries()
+            if "preset" in inspect.signature(e.transform_factory).parameters
+        ]
+        raise RecipeError(
+            f"data.augment.preset is '{augment.preset}' but method '{method}' has no "
+            f"view presets (methods with presets: {format_options(with_presets)}); "
+            "remove the key or use the two-view options (min_scale, cj_strength, ...)."
+        )
     if views == 1:
         return mae_transform(
             input_size=data.image_size,
             min_scale=augment.mae_min_scale,  # type: ignore[arg-type]
             normalize=normalize,
         )
+    if has_presets:
+        preset = {} if augment.preset is None else {"preset": augment.preset}
+        return entry.transform_factory(
+            input_size=data.image_size,
+            min_scale=augment.min_scale,
+            normalize=normalize,
+            **preset,
+        )
+    two_view: dict[str, Any] = {
+        "cj_strength": augment.cj_strength,
+        "blur_probs": augment.blur_probs,
+        "blur_sigmas": augment.blur_sigmas,
+        "solarize_prob": augment.solarize_prob,
+        "hflip_prob": augment.hflip_prob,
+    }
     if views == 2:
         return two_view_transform(
             input_size=data.image_size,
             min_scale=augment.min_scale,  # type: ignore[arg-type]
             normalize=normalize,
-            cj_strength=augment.cj_strength,  # type: ignore[arg-type]
-            blur_probs=augment.blur_probs,  # type: ignore[arg-type]
-            blur_sigmas=augment.blur_sigmas,  # type: ignore[arg-type]
-            solarize_prob=augment.solarize_prob,  # type: ignore[arg-type]
-            hflip_prob=augment.hflip_prob,  # type: ignore[arg-type]
+            **two_view,
         )
     return entry.transform_factory(
-        input_size=data.image_size, min_scale=augment.min_scale, normalize=normalize
+        input_size=data.image_size,
+        min_scale=augment.min_scale,
+        mae_min_scale=augment.mae_min_scale,
+        normalize=normalize,
+        **two_view,
     )
 
 

@@ -3,7 +3,8 @@
 1. The recipe's files: data path and graft checkpoints exist and are readable
    (:mod:`~lightly_graft.recipes.inputs`).
 2. Every stage's method can be built with its ``method_args`` (built on the
-   ``meta`` device: no memory, about a second even for ViT-L).
+   ``meta`` device: no memory, about a second even for ViT-L), and its view
+   transform with the ``data.augment`` options.
 3. Every checkpoint named by a ``graft`` section is read in its named format and
    its grafted keys and shapes are checked against the backbone.
 
@@ -17,7 +18,7 @@ import torch
 
 from lightly_graft.errors import CheckpointError, GraftError, RecipeError
 from lightly_graft.modules.backbone import build_vit
-from lightly_graft.recipes.build import backbone_spec, build_method
+from lightly_graft.recipes.build import backbone_spec, build_method, train_transform
 from lightly_graft.recipes.inputs import check_inputs
 from lightly_graft.recipes.schema import Recipe
 from lightly_graft.training.checkpoints import (
@@ -38,6 +39,17 @@ def check_methods_build(recipe: Recipe, *, source: str) -> None:
             raise RecipeError(
                 f"{source}: stages[{i}] ('{stage.method}'): the method cannot be "
                 f"built with method_args {stage.method_args}: {error}"
+            ) from None
+
+
+def check_transforms(recipe: Recipe, *, source: str) -> None:
+    """Builds every stage's view transform; errors name the stage."""
+    for i, stage in enumerate(recipe.stages):
+        try:
+            train_transform(recipe.data, stage.method)
+        except (GraftError, ValueError, TypeError) as error:
+            raise RecipeError(
+                f"{source}: stages[{i}] ('{stage.method}'): {error}"
             ) from None
 
 
@@ -71,4 +83,5 @@ def preflight(recipe: Recipe, *, source: str) -> None:
     """Runs every check of the module docstring, cheapest first."""
     check_inputs(recipe, source=source)
     check_methods_build(recipe, source=source)
+    check_transforms(recipe, source=source)
     check_graft_checkpoints(recipe, source=source)

@@ -33,7 +33,8 @@ def resolve_data(data: DataConfig, *, img_size: int) -> DataConfig:
         f.name: (
             getattr(data.augment, f.name)
             if getattr(data.augment, f.name) is not None
-            else _as_field(defaults[f.name])
+            # preset has no size default: None keeps the method's own.
+            else _as_field(defaults.get(f.name))
         )
         for f in dataclasses.fields(Augment)
     }

@@ -69,6 +69,12 @@ class Augment:
     hflip_prob: float | None = option(
         None, doc="Horizontal flip probability. auto: 0.5.", check=in_range(0.0, 1.0)
     )
+    preset: Literal["strong", "medium", "light"] | None = option(
+        None,
+        doc="Masked MoCo/BYOL view preset (§4.1: strong = BYOL views, medium = "
+        "two crops on one diagonal, light = one shared crop). auto: the method's "
+        "own default (light). Only for methods with presets.",
+    )
 
 
 @dataclass(frozen=True)
@@ -358,3 +364,17 @@ class Recipe:
                     ),
                 )
             seen.append(stage.name)
+            distributed = self.devices * self.num_nodes > 1
+            if (
+                distributed
+                and stage.graft is not None
+                and stage.graft.freeze_epochs > 0
+                and "find_unused_parameters_true" not in self.strategy
+            ):
+                yield (
+                    f"stages[{i}].graft.freeze_epochs",
+                    "freezes blocks during training, which DDP only allows when it "
+                    "looks for unused parameters: set strategy: "
+                    "ddp_find_unused_parameters_true (or freeze with "
+                    "optimizer.frozen_stages, decided before DDP starts)",
+                )

@@ -222,10 +222,6 @@ class StageRunner:
         pl.seed_everything(self.recipe.seed, workers=True, verbose=False)
         if method is None:
             method = build_method(self.recipe, stage)
-        # Frozen stages get requires_grad=False now, not only when
-        # configure_optimizers runs: under DDP the model is wrapped before that,
-        # and DDP would wait for gradients of the frozen parameters.
-        method.optimizer_spec.freeze(method, method.backbone)
         if datamodule is None:
             datamodule = build_datamodule(self.recipe, stage)
             datamodule.setup()

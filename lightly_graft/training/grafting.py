@@ -142,6 +142,8 @@ class Grafting(pl.Callback):
             default: the grafted blocks (ViT-L in the paper: 12).
         num_stages: Stages for the per-stage anchor-distance logs.
         freeze_epochs: Keep the grafted blocks frozen for the first N epochs
+            (toggles ``requires_grad`` during training: under DDP use the
+            ``ddp_find_unused_parameters_true`` strategy)
             (MIM->CL grafting, Table 1: freeze them for the whole run).
         allow_partial: Load what fits instead of refusing a partial or
             mismatched checkpoint.

@@ -50,3 +50,37 @@ def test_train_transform__views_follow_the_method(recipe_file: Path) -> None:
     assert len(train_transform(recipe.data, "mae")(image)) == 1
     views = train_transform(recipe.data, "grafted_moco")(image)
     assert len(views) == 2 and views[0].shape == (3, 16, 16)
+
+
+def test_train_transform__preset_reaches_masked_moco(recipe_file: Path) -> None:
+    from lightly_graft.data.view_presets import (
+        DiagonalCropTransform,
+        SharedCropTransform,
+    )
+
+    recipe = resolve_recipe(load_recipe(recipe_file, ["data.augment.preset=medium"]))
+    assert isinstance(
+        train_transform(recipe.data, "masked_moco"), DiagonalCropTransform
+    )
+    default = resolve_recipe(load_recipe(recipe_file))
+    assert isinstance(train_transform(default.data, "masked_moco"), SharedCropTransform)
+
+
+def test_train_transform__preset_without_presets_is_an_error(recipe_file: Path) -> None:
+    recipe = resolve_recipe(load_recipe(recipe_file, ["data.augment.preset=light"]))
+    with pytest.raises(
+        RecipeError, match="'grafted_moco' has no view presets.*'masked_moco'"
+    ):
+        train_transform(recipe.data, "grafted_moco")
+
+
+def test_augment_preset__unknown_value_lists_options(recipe_file: Path) -> None:
+    with pytest.raises(RecipeError, match="'light'"):
+        load_recipe(recipe_file, ["data.augment.preset=lite"])
+
+
+def test_freeze_epochs_under_ddp__needs_find_unused_parameters(recipe_file: Path) -> None:
+    overrides = ["stages.1.graft.freeze_epochs=1", "devices=2"]
+    with pytest.raises(RecipeError, match="ddp_find_unused_parameters_true"):
+        load_recipe(recipe_file, overrides)
+    load_recipe(recipe_file, [*overrides, "strategy=ddp_find_unused_parameters_true"])
