@@ -20,6 +20,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 
+from lightly_graft.analysis.run import run_analysis
+from lightly_graft.errors import GraftError
 from lightly_graft.recipes.build import build_datamodule, build_method
 from lightly_graft.recipes.floor import measure_knn
 from lightly_graft.recipes.loader import load_recipe, recipe_to_yaml, save_recipe
@@ -128,6 +130,32 @@ def _floor(plan: RunPlan, method: Any, datamodule: Any) -> KNNPoint | None:
     return point
 
 
+def _analyses(recipe: Recipe, root: Path, encoders: dict[str, Path]) -> list[Path]:
+    """Runs ``recipe.analysis`` over every stage's final encoder; returns the
+    PNGs. A failed analysis is reported and skipped: the trained run is kept."""
+    figures: list[Path] = []
+    names = [stage.name for stage in recipe.stages]
+    for kind in recipe.analysis:
+        try:
+            written = run_analysis(
+                kind,
+                [encoders[name] for name in names],
+                recipe.data.path or "default",
+                root / "analysis",
+                formats="lightly_graft",
+                labels=names,
+                num_batches=4,
+                batch_size=64,
+                device=device_for(recipe.accelerator),
+                seed=recipe.seed,
+            )
+        except (GraftError, RuntimeError, ValueError) as error:
+            print(f"analysis '{kind}' skipped: {error}")
+            continue
+        figures += [path for path in written if path.suffix == ".png"]
+    return figures
+
+
 def _knn_setup(recipe: Recipe, datamodule: Any) -> str:
     knn = recipe.stages[-1].knn
     bank, query = len(datamodule.bank_set), len(datamodule.query_set)
@@ -177,6 +205,7 @@ def run_pipeline(plan: RunPlan, *, progress_bar: bool = True) -> RunSummary:
         )
     vit, spec = load_backbone(encoders[recipe.stages[-1].name], "lightly_graft")
     export_timm(backbone, vit, spec)
+    figures = _analyses(recipe, run_dir.root, encoders)
     report = write_report(
         run_dir.root,
         title=f"lightly-graft run `{recipe.name}`",
@@ -186,6 +215,7 @@ def run_pipeline(plan: RunPlan, *, progress_bar: bool = True) -> RunSummary:
         recipe_yaml=plan.resolved_yaml,
         knn_setup=_knn_setup(recipe, first_data),
         seconds=seconds,
+        figures=figures,
     )
     return RunSummary(
         run_dir=run_dir.root,

@@ -147,8 +147,12 @@ def write_report(
     recipe_yaml: str,
     knn_setup: str,
     seconds: float,
+    figures: Sequence[Path] = (),
 ) -> Path:
-    """Writes ``report.md`` (and ``knn.png``) into ``run_dir``; returns its path."""
+    """Writes ``report.md`` (and ``knn.png``) into ``run_dir``; returns its path.
+
+    ``figures``: analysis PNGs inside ``run_dir``, embedded under "Analysis".
+    """
     run_dir = Path(run_dir)
     plot = plot_knn(floor, stages, run_dir / "knn.png")
     parts = [f"# {title}", ""]
@@ -167,6 +171,17 @@ def write_report(
     ]
     if plot is not None:
         parts += [f"![kNN top-1 per epoch]({plot.name})", ""]
+    if figures:
+        parts += [
+            "## Analysis",
+            "",
+            "Every stage's final encoder on the same held-out images "
+            "(`lightly-graft analyze`; numbers in the CSV files beside each figure):",
+            "",
+        ]
+        for figure in figures:
+            name = figure.stem.replace("_", " ").replace("-", " ")
+            parts += [f"![{name}]({figure.relative_to(run_dir).as_posix()})", ""]
     parts += [
         "## Backbone",
         "",

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from lightly_graft.errors import did_you_mean, format_options
 from lightly_graft.recipes.typed import (
     at_least,
     greater_than,
@@ -315,6 +316,18 @@ class StageConfig:
             yield "graft.freeze_epochs", f"exceeds the stage's {self.epochs} epochs"
 
 
+#: Kinds of ``lightly-graft analyze`` a recipe can draw into its report.
+ANALYSES = ("attention-distance", "vic", "tsne", "gradient-conflict")
+
+
+def one_of(values: tuple[str, ...], options: tuple[str, ...]) -> str | None:
+    bad = [v for v in values if v not in options]
+    if not bad:
+        return None
+    hints = "".join(did_you_mean(v, options) for v in bad)
+    return f"{bad} not among {format_options(options)}{hints}"
+
+
 @dataclass(frozen=True)
 class Recipe:
     name: str = option(
@@ -338,6 +351,13 @@ class Recipe:
     strategy: str = option("auto", doc="Lightning strategy (auto, ddp, fsdp, ...).")
     random_init_knn: bool = option(
         True, doc="Measure the kNN floor of the randomly initialised backbone."
+    )
+    analysis: tuple[str, ...] = option(
+        ("attention-distance", "vic"),
+        doc="Analyses of every stage's final encoder, drawn into the report "
+        "(`lightly-graft analyze --kind`): attention-distance, vic, tsne, "
+        "gradient-conflict. [] for none.",
+        check=lambda kinds: one_of(kinds, ANALYSES),
     )
     derived: dict[str, Any] | None = option(
         None,

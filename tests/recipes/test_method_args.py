@@ -79,7 +79,9 @@ def test_augment_preset__unknown_value_lists_options(recipe_file: Path) -> None:
         load_recipe(recipe_file, ["data.augment.preset=lite"])
 
 
-def test_freeze_epochs_under_ddp__needs_find_unused_parameters(recipe_file: Path) -> None:
+def test_freeze_epochs_under_ddp__needs_find_unused_parameters(
+    recipe_file: Path,
+) -> None:
     overrides = ["stages.1.graft.freeze_epochs=1", "devices=2"]
     with pytest.raises(RecipeError, match="ddp_find_unused_parameters_true"):
         load_recipe(recipe_file, overrides)

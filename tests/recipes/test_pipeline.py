@@ -148,3 +148,26 @@ def test_pipeline__knn_floor_and_history_in_report(tmp_path: Path) -> None:
     )
     assert (tmp_path / "run" / "knn.png").is_file()
     assert list((tmp_path / "run" / "cl").glob("best-knn-epoch*.ckpt"))
+
+
+def test_pipeline__report_embeds_the_analysis_figures(
+    finished_run: tuple[Path, object],
+) -> None:
+    tmp_path, _ = finished_run
+    run = tmp_path / "run"
+    report = (run / "report.md").read_text()
+    assert "## Analysis" in report
+    embedded = [
+        line[line.index("](") + 2 : -1]
+        for line in report.splitlines()
+        if line.startswith("![") and "analysis/" in line
+    ]
+    # The recipe's default analyses: attention distance and VIC, one figure each
+    # (or more), every stage's encoder drawn on the same figure.
+    assert any("attention" in path for path in embedded)
+    assert any("vic" in path for path in embedded)
+    for path in embedded:
+        figure = run / path
+        assert figure.is_file() and figure.stat().st_size > 1000, path
+    csvs = sorted((run / "analysis").rglob("*.csv"))
+    assert csvs and all("mim" in p.read_text() and "cl" in p.read_text() for p in csvs)

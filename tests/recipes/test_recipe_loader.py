@@ -179,3 +179,9 @@ def test_error__image_size_must_match_backbone(recipe_file: Path) -> None:
     _edit(recipe_file, "data: default", "data: {path: default, image_size: 32}")
     message = _error(recipe_file)
     assert "data.image_size: is 32 but the backbone's img_size is 16" in message
+
+
+def test_error__unknown_analysis_kind_lists_options(recipe_file: Path) -> None:
+    with pytest.raises(RecipeError, match=r"analysis.*'tnse'.*'tsne'"):
+        load_recipe(recipe_file, ["analysis=[vic, tnse]"])
+    assert load_recipe(recipe_file, ["analysis=[]"]).analysis == ()

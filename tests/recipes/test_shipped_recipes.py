@@ -44,6 +44,7 @@ def _shrink(path: Path, data: Path, checkpoint: Path) -> list[str]:
         "num_nodes=1",
         "strategy=auto",
         "random_init_knn=false",
+        "analysis=[]",
         *(f"backbone.{k}={v}" for k, v in TINY.items()),
     ]
     for i, stage in enumerate(recipe.stages):
