@@ -191,3 +191,19 @@ def test_encode_chunks__final_norm_acts_per_token() -> None:
     raw = encode_chunks(method.backbone, images, idx, final_norm=False)
     normed = encode_chunks(method.backbone, images, idx)
     assert_close(method.backbone.vit.norm(raw[:, 0]), normed[:, 0])
+
+
+def test_masked_moco__one_target_chunk_is_no_target_masking() -> None:
+    # m = 1: the keys are plain MoCo v3 keys of the full view (same weights),
+    # whatever the random state (no chunk is drawn for the target).
+    masked, plain = _same_weights("layer", num_chunks=4, num_target_chunks=1)
+    view = tiny_views(1)[0]
+    torch.manual_seed(1)
+    keys, features = masked.chunk_keys(view)
+    with torch.no_grad():
+        expected = plain.projector_momentum(plain.backbone_momentum(view))
+    assert keys.shape == (1, *expected.shape)
+    assert_close(keys[0], expected, rtol=0, atol=0)
+    assert_close(features, plain.backbone_momentum(view).detach(), rtol=0, atol=0)
+    torch.manual_seed(2)
+    assert_close(masked.chunk_keys(view)[0], keys, rtol=0, atol=0)
