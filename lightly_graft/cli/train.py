@@ -16,6 +16,7 @@ initialisation (the floor) and during training. Writes, under the run directory
   <stage>/           checkpoints (last + best kNN), metrics.csv, recipe.yaml
   backbone.pt/.json  the final online encoder as a plain timm state dict
   report.md, knn.png kNN table (with the random-init floor) and plot
+  analysis/          the recipe's analyses of every stage (PNG + CSV), in the report
 
 The whole recipe, its data path and graft checkpoints are checked before any
 training starts. An existing run directory is never overwritten: pass --resume
