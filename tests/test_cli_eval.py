@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -161,3 +162,54 @@ def test_eval__mismatched_model_exits_2(checkpoint, tmp_path, capsys):
 def test_eval__partial_needs_freeze_blocks(checkpoint, tmp_path, capsys):
     assert _eval(checkpoint, tmp_path, tmp_path, "--protocol", "partial") == 2
     assert "--freeze-blocks" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_eval__finetune_on_a_label_fraction_shares_the_fewshot_subset(
+    checkpoint, image_folder, tmp_path
+):
+    pytest.importorskip("lightly_graft.data")
+    subsets = tmp_path / "subsets.json"
+    # The fewshot protocol draws and saves the subsets ...
+    code = _eval(
+        checkpoint, image_folder, tmp_path / "fewshot", "--protocol", "fewshot",
+        "--fractions", "0.25", "0.5", "--cs", "1.0", "--subsets", str(subsets),
+    )  # fmt: skip
+    assert code == 0
+    saved = json.loads(subsets.read_text())["subsets"]["0.5"]
+    # ... and fine-tuning on 50% of the labels reads the same images from the file.
+    code = _eval(
+        checkpoint, image_folder, tmp_path / "ft", "--protocol", "finetune",
+        "--label-fraction", "0.5", "--subsets", str(subsets),
+        "--epochs", "1", "--warmup-epochs", "0",
+    )  # fmt: skip
+    assert code == 0
+    record = _metrics(tmp_path / "ft")
+    assert record["metrics"]["num_labelled"] == len(saved) == 12
+    assert record["metrics"]["label_fraction"] == 0.5
+    assert "50% of the labels (12)" in (tmp_path / "ft" / "metrics.md").read_text()
+    # Without a subsets file the draw is the same for the same seed.
+    code = _eval(
+        checkpoint, image_folder, tmp_path / "ft2", "--protocol", "partial",
+        "--freeze-blocks", "1", "--label-fraction", "0.5",
+        "--epochs", "1", "--warmup-epochs", "0",
+    )  # fmt: skip
+    assert code == 0
+    drawn = json.loads((tmp_path / "ft2" / "fewshot_subsets.json").read_text())
+    assert drawn["subsets"]["0.5"] == saved
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--protocol", "knn", "--label-fraction", "0.1"), "only applies to"),
+        (("--protocol", "finetune", "--label-fraction", "1.5"), r"in \(0, 1\]"),
+    ],
+)
+def test_eval__bad_label_fraction_is_one_line_and_exit_2(
+    checkpoint, image_folder, tmp_path, capsys, extra, message
+):
+    assert _eval(checkpoint, image_folder, tmp_path, *extra) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--label-fraction" in err
+    assert re.search(message, err)

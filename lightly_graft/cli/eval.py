@@ -67,6 +67,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     group.add_argument(
         "--freeze-blocks", type=int, default=None, help="partial: blocks to freeze"
     )
+    group.add_argument(
+        "--label-fraction",
+        type=float,
+        default=None,
+        help="finetune/partial: train on a class-balanced fraction of the labels "
+        "(paper: 0.1 for its 10%% semi-supervised result), drawn with --seed and "
+        "saved like the fewshot subsets (--subsets)",
+    )
     group = parser.add_argument_group("fewshot")
     group.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.1])
     group.add_argument("--cs", type=float, nargs="+", default=[0.1, 1.0, 10.0])
@@ -114,6 +122,16 @@ def _check_args(args: argparse.Namespace) -> None:
         raise GraftError(
             f"--freeze-blocks {args.freeze_blocks} only applies to --protocol partial."
         )
+    if args.label_fraction is not None:
+        if args.protocol not in ("finetune", "partial"):
+            raise GraftError(
+                f"--label-fraction {args.label_fraction} only applies to --protocol "
+                "finetune or partial (fewshot takes --fractions)."
+            )
+        if not 0 < args.label_fraction <= 1:
+            raise GraftError(
+                f"--label-fraction must be in (0, 1], got {args.label_fraction}."
+            )
     for name in ("batch_size", "k", "epochs", "limit_train", "limit_test"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -180,6 +198,9 @@ def _finetune(
     from lightly_graft.eval.finetune import FinetuneSettings, finetune
 
     train_set, test_set, num_classes = _datasets(args, vit, augment=True)
+    labelled: dict[str, Any] = {}
+    if args.label_fraction is not None:
+        train_set, labelled = _labelled(args, train_set, output)
     settings = FinetuneSettings(
         epochs=args.epochs or 100,
         base_lr=args.base_lr,
@@ -191,7 +212,7 @@ def _finetune(
     )
     accelerator = "gpu" if device.type == "cuda" else "cpu"
     devices = [device.index or 0] if device.type == "cuda" else 1
-    return finetune(
+    metrics = finetune(
         vit,
         _loader(args, train_set, shuffle=True),
         _loader(args, test_set),
@@ -202,6 +223,37 @@ def _finetune(
         output=output,
         seed=args.seed,
     )
+    return {**metrics, **labelled}
+
+
+def _labelled(
+    args: argparse.Namespace, train_set: Any, output: Path
+) -> tuple[Any, dict[str, Any]]:
+    """The class-balanced labelled subset of ``--label-fraction`` (semi-supervised
+    fine-tuning), the same draw and file format as the fewshot protocol's."""
+    import numpy as np
+    from torch.utils.data import Subset
+
+    from lightly_graft.eval.fewshot import labelled_subsets
+
+    fraction = args.label_fraction
+    path = args.subsets or output / "fewshot_subsets.json"
+    labels = np.asarray(_targets(train_set))
+    indices = labelled_subsets(labels, [fraction], args.seed, path)
+    chosen = indices[float(fraction)].tolist()
+    info = {"label_fraction": fraction, "num_labelled": len(chosen)}
+    return Subset(train_set, chosen), {**info, "subsets": str(path)}
+
+
+def _targets(dataset: Any) -> list[int]:
+    """Labels of a dataset (``targets``) or of a ``Subset`` of one, without
+    loading images."""
+    from torch.utils.data import Subset
+
+    if isinstance(dataset, Subset):
+        parent = _targets(dataset.dataset)
+        return [parent[i] for i in dataset.indices]
+    return list(dataset.targets)
 
 
 def _datasets(args: argparse.Namespace, vit: Any, *, augment: bool) -> tuple:
@@ -325,4 +377,9 @@ def _rows(
         f"{metrics['epochs']} epochs, layer decay {metrics['layer_decay']}, "
         f"{metrics['frozen_blocks']} frozen blocks"
     )
+    if "label_fraction" in metrics:
+        setting += (
+            f", {metrics['label_fraction'] * 100:g}% of the labels "
+            f"({metrics['num_labelled']})"
+        )
     return [(protocol, setting, metrics["top1"], metrics["top5"])]

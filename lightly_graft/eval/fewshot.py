@@ -6,7 +6,9 @@ L2-normalised, and an L2-regularised logistic regression trained on the labelled
 subset. Its subsets are SimCLR v2's ImageNet split files; here class-balanced
 subsets are drawn with a seed and saved as JSON, so that every checkpoint is
 evaluated on the same labels. (The paper's 10% number fine-tunes the network
-instead; this protocol applies the logistic regression to both fractions.)
+instead; this protocol applies the logistic regression to both fractions, and
+``lightly-graft eval --protocol finetune --label-fraction 0.1`` fine-tunes on the
+same saved subset.)
 The regularisation strength ``C`` is swept over a small grid and the best is
 reported with its value, as the linear protocol does with the LR.
 """
@@ -145,7 +147,7 @@ def fewshot_eval(
     )
     if not cs or min(cs) <= 0:
         raise GraftError(f"need a non-empty grid of positive C values, got {list(cs)}.")
-    subsets = _subsets(train_labels, fractions, seed, subsets_path)
+    subsets = labelled_subsets(train_labels, fractions, seed, subsets_path)
     train_x = F.normalize(train_features.float(), dim=1).cpu().numpy()
     test_x = F.normalize(test_features.float(), dim=1).cpu().numpy()
     train_y, test_y = train_labels.cpu().numpy(), test_labels.cpu().numpy()
@@ -166,11 +168,27 @@ def fewshot_eval(
     return results
 
 
-def _subsets(
-    labels: Tensor, fractions: Sequence[float], seed: int, path: str | Path | None
+def labelled_subsets(
+    labels: Tensor | np.ndarray,
+    fractions: Sequence[float],
+    seed: int,
+    path: str | Path | None,
 ) -> dict[float, np.ndarray]:
-    num_samples = labels.shape[0]
-    labels_np = labels.cpu().numpy()
+    """Class-balanced subsets per fraction, read from ``path`` if it exists (it
+    must hold every fraction), else drawn with :func:`fewshot_subset` and written
+    there: every protocol and checkpoint that shares the file shares the labels.
+
+    Args:
+        labels: Labels of the training set, (num_samples,).
+        fractions: Label fractions, each in (0, 1].
+        seed: Seed of the draw.
+        path: Subsets JSON file, or None to draw without saving.
+
+    Returns:
+        ``{fraction: sorted indices into labels}``.
+    """
+    labels_np = np.asarray(labels.cpu() if isinstance(labels, Tensor) else labels)
+    num_samples = labels_np.shape[0]
     if path is not None and Path(path).exists():
         subsets = load_subsets(path, num_samples=num_samples)
         missing = [f for f in fractions if float(f) not in subsets]
