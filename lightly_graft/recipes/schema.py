@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from lightly_graft.errors import did_you_mean, format_options
 from lightly_graft.recipes.typed import (
     at_least,
     greater_than,
@@ -316,16 +315,9 @@ class StageConfig:
             yield "graft.freeze_epochs", f"exceeds the stage's {self.epochs} epochs"
 
 
-#: Kinds of ``lightly-graft analyze`` a recipe can draw into its report.
-ANALYSES = ("attention-distance", "vic", "tsne", "gradient-conflict")
-
-
-def one_of(values: tuple[str, ...], options: tuple[str, ...]) -> str | None:
-    bad = [v for v in values if v not in options]
-    if not bad:
-        return None
-    hints = "".join(did_you_mean(v, options) for v in bad)
-    return f"{bad} not among {format_options(options)}{hints}"
+#: Kinds of ``lightly-graft analyze`` (``analysis.run.KINDS``) a recipe can draw
+#: into its report; the recipe checker tells a typo by this Literal.
+Analysis = Literal["attention-distance", "vic", "tsne", "gradient-conflict"]
 
 
 @dataclass(frozen=True)
@@ -352,12 +344,10 @@ class Recipe:
     random_init_knn: bool = option(
         True, doc="Measure the kNN floor of the randomly initialised backbone."
     )
-    analysis: tuple[str, ...] = option(
+    analysis: tuple[Analysis, ...] = option(
         ("attention-distance", "vic"),
         doc="Analyses of every stage's final encoder, drawn into the report "
-        "(`lightly-graft analyze --kind`): attention-distance, vic, tsne, "
-        "gradient-conflict. [] for none.",
-        check=lambda kinds: one_of(kinds, ANALYSES),
+        "(`lightly-graft analyze --kind`). [] for none.",
     )
     derived: dict[str, Any] | None = option(
         None,
