@@ -14,6 +14,7 @@ from lightly_graft.methods.base import (
     OptimizerLike,
     SSLMethod,
 )
+from lightly_graft.methods.grafted_moco import GraftedMoCo
 from lightly_graft.methods.transforms import two_view_transform
 from lightly_graft.modules.heads import vicreg_expander
 from lightly_graft.modules.objectives import build_objective
@@ -79,13 +80,7 @@ class GraftedVICReg(SSLMethod):
 
     @classmethod
     def default_optimizer(cls) -> GraftedStageOptimizer:
-        return GraftedStageOptimizer(
-            stage_lrs=(1.5e-5, 1.5e-5, 1.5e-4),
-            num_stages=3,
-            weight_decay=0.1,
-            betas=(0.9, 0.999),
-            warmup_epochs=40,
-        )
+        return GraftedMoCo.default_optimizer()
 
     def training_loss(self, views: list[Tensor]) -> LossOutput:
         features = [self.backbone(view) for view in views[:2]]

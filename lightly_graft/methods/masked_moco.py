@@ -169,12 +169,19 @@ class MaskedMoCo(GraftedMoCo):
             warmup_epochs=20,
         )
 
-    def chunk_queries(self, images: Tensor) -> tuple[Tensor, dict[str, Tensor | float]]:
+    def chunk_queries(
+        self, images: Tensor, with_logs: bool = True
+    ) -> tuple[Tensor, dict[str, Tensor | float]]:
         """Online branch on n random chunks per image.
+
+        Args:
+            images: One view, (batch_size, 3, H, W).
+            with_logs: Compute the kappa logs (``log_kappa`` must be on too).
 
         Returns:
             ``(queries, kappa logs)``: queries (n, batch_size, projection_dim)
-            after the predictor; the logs are empty when n = 1 or disabled.
+            after the predictor; the logs are empty when n = 1, disabled or not
+            asked for.
         """
         n = self.num_chunks
         # output of the last block, (n*B, 1 + L/n, D); the final norm acts per
@@ -189,7 +196,7 @@ class MaskedMoCo(GraftedMoCo):
         projection = self.projector(self.backbone.vit.norm(tokens[:, 0]))
         prediction = self.predictor(projection)
         logs: dict[str, Tensor | float] = {}
-        if self.log_kappa and n > 1:
+        if with_logs and self.log_kappa and n > 1:
             with torch.no_grad():
                 logs = {
                     "kappa": _per_image_kappa(tokens[:, 1:].mean(dim=1), n),
@@ -220,13 +227,10 @@ class MaskedMoCo(GraftedMoCo):
     def training_loss(self, views: list[Tensor]) -> LossOutput:
         # Each view through the heads separately (BatchNorm statistics per view,
         # as in MoCo v3); the n chunks of a view share one batch.
-        queries: list[Tensor] = []
-        logs: dict[str, Tensor | float] = {}
-        for i, view in enumerate(views[:2]):
-            q, view_logs = self.chunk_queries(view)
-            queries.append(q)
-            if i == 0:
-                logs = dict(view_logs)
+        # kappa is logged for the first view only.
+        first, logs = self.chunk_queries(views[0])
+        second, _ = self.chunk_queries(views[1], with_logs=False)
+        queries = [first, second]
         keys_features = [self.chunk_keys(view) for view in views[:2]]
         loss = self.objective(queries, [k for k, _ in keys_features])
         # The online classifier trains on the momentum encoder's full-view
