@@ -79,17 +79,9 @@ class MAE(SSLMethod):
         if not 0.0 < mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}.")
         self.mask_ratio = mask_ratio
-        vit = self.backbone.vit
-        self.patch_size: int = vit.patch_embed.patch_size[0]
-        self.decoder = MAEDecoder(
-            num_patches=vit.patch_embed.num_patches,
-            patch_size=self.patch_size,
-            in_chans=vit.patch_embed.proj.in_channels,
-            embed_dim=self.embed_dim,
-            decoder_dim=decoder_dim,
-            decoder_depth=decoder_depth,
-            decoder_num_heads=decoder_num_heads,
-            num_prefix_tokens=vit.num_prefix_tokens,
+        self.patch_size: int = self.backbone.vit.patch_embed.patch_size[0]
+        self.decoder = MAEDecoder.for_encoder(
+            self.backbone.vit, decoder_dim, decoder_depth, decoder_num_heads
         )
         self.objective = build_objective("mae", norm_pix=norm_pix)
         self.store_hparams()

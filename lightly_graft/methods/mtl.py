@@ -136,16 +136,8 @@ class MTL(GraftedMoCo):
         self.mask_ratio = mask_ratio
         self.mim_weight = mim_weight
         self.cl_weight = cl_weight
-        vit = self.backbone.vit
-        self.decoder = MAEDecoder(
-            num_patches=vit.patch_embed.num_patches,
-            patch_size=vit.patch_embed.patch_size[0],
-            in_chans=vit.patch_embed.proj.in_channels,
-            embed_dim=self.embed_dim,
-            decoder_dim=decoder_dim,
-            decoder_depth=decoder_depth,
-            decoder_num_heads=decoder_num_heads,
-            num_prefix_tokens=vit.num_prefix_tokens,
+        self.decoder = MAEDecoder.for_encoder(
+            self.backbone.vit, decoder_dim, decoder_depth, decoder_num_heads
         )
         self.mim_objective = build_objective("mae", norm_pix=norm_pix)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from lightly.models import utils
 from lightly.models.modules import MaskedVisionTransformerDecoderTIMM
+from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 
@@ -48,6 +49,28 @@ class MAEDecoder(nn.Module):
             num_prefix_tokens=num_prefix_tokens,
         )
         self.prediction = nn.Linear(decoder_dim, patch_size**2 * in_chans)
+
+    @classmethod
+    def for_encoder(
+        cls,
+        vit: VisionTransformer,
+        decoder_dim: int = 512,
+        decoder_depth: int = 8,
+        decoder_num_heads: int = 16,
+    ) -> MAEDecoder:
+        """The decoder that fits a timm ``VisionTransformer`` encoder (its patch
+        grid, patch size, channels, width and prefix tokens)."""
+        patch_embed = vit.patch_embed
+        return cls(
+            num_patches=patch_embed.num_patches,
+            patch_size=patch_embed.patch_size[0],
+            in_chans=patch_embed.proj.in_channels,
+            embed_dim=vit.embed_dim,
+            decoder_dim=decoder_dim,
+            decoder_depth=decoder_depth,
+            decoder_num_heads=decoder_num_heads,
+            num_prefix_tokens=vit.num_prefix_tokens,
+        )
 
     def forward(self, x_encoded: Tensor, idx_keep: Tensor, idx_mask: Tensor) -> Tensor:
         """Decodes and predicts the masked patches.
