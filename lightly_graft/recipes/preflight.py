@@ -21,12 +21,8 @@ from lightly_graft.modules.backbone import build_vit
 from lightly_graft.recipes.build import backbone_spec, build_method, train_transform
 from lightly_graft.recipes.inputs import check_inputs
 from lightly_graft.recipes.schema import Recipe
-from lightly_graft.training.checkpoints import (
-    describe_mismatch,
-    load_encoder_state,
-    mismatched_shapes,
-)
-from lightly_graft.training.grafting import grafted_keys
+from lightly_graft.training.checkpoints import describe_mismatch, load_encoder_state
+from lightly_graft.training.grafting import match_graft
 
 
 def check_methods_build(recipe: Recipe, *, source: str) -> None:
@@ -68,13 +64,18 @@ def check_graft_checkpoints(recipe: Recipe, *, source: str) -> None:
         except CheckpointError as error:
             raise CheckpointError(f"{where}: {error}") from None
         blocks = depth if graft.num_blocks is None else graft.num_blocks
-        wanted = grafted_keys(list(target), depth, blocks, blocks == depth)
-        missing = sorted(k for k in wanted if k not in state)
-        mismatched = mismatched_shapes({k: target[k] for k in wanted}, state)
-        if (missing or mismatched) and not graft.allow_partial:
+        report = match_graft(
+            state, target, depth, blocks, blocks == depth, graft.checkpoint
+        )
+        if not report.is_complete and not graft.allow_partial:
             raise CheckpointError(
                 f"{where}: "
-                + describe_mismatch(graft.checkpoint, missing, [], mismatched)
+                + describe_mismatch(
+                    graft.checkpoint,
+                    report.missing,
+                    report.unexpected,
+                    report.mismatched,
+                )
                 + " (or set allow_partial: true to graft only what fits)"
             )
 

@@ -127,6 +127,31 @@ class AnchorRegularizer(nn.Module):
         return out
 
 
+def match_graft(
+    source: dict[str, Tensor],
+    target: dict[str, Tensor],
+    depth: int,
+    num_blocks: int,
+    norm: bool,
+    source_name: str,
+) -> GraftReport:
+    """What grafting ``source`` into ``target`` would load: the embeddings, blocks
+    ``[0, num_blocks)`` and (``norm``) the final norm, with the missing,
+    unexpected, shape-mismatched and skipped keys. The recipe check before a run
+    and :class:`Grafting` both judge a checkpoint by this report."""
+    wanted = grafted_keys(list(target), depth, num_blocks, norm)
+    report = GraftReport(source=source_name)
+    report.missing = sorted(key for key in wanted if key not in source)
+    report.unexpected = sorted(key for key in source if key not in target)
+    report.mismatched = mismatched_shapes({k: target[k] for k in wanted}, source)
+    bad = {m[0] for m in report.mismatched}
+    report.loaded = [key for key in wanted if key in source and key not in bad]
+    report.skipped = sorted(
+        key for key in source if key in target and key not in wanted
+    )
+    return report
+
+
 class Grafting(pl.Callback):
     """Loads MIM weights into the lower blocks before training; adds the anchor.
 
@@ -200,7 +225,7 @@ class Grafting(pl.Callback):
         if k > depth:
             raise CheckpointError(f"num_blocks={k} exceeds the model depth {depth}.")
         norm = (k == depth) if self.graft_norm is None else self.graft_norm
-        report = self._match(source, target, depth, k, norm)
+        report = match_graft(source, target, depth, k, norm, str(self.checkpoint))
         report.skipped += non_encoder
         if not report.is_complete and not self.allow_partial:
             raise CheckpointError(
@@ -222,26 +247,6 @@ class Grafting(pl.Callback):
         ]
         self.report = report
         log.info(report.summary())
-        return report
-
-    def _match(
-        self,
-        source: dict[str, Tensor],
-        target: dict[str, Tensor],
-        depth: int,
-        k: int,
-        norm: bool,
-    ) -> GraftReport:
-        wanted = grafted_keys(list(target), depth, k, norm)
-        report = GraftReport(source=str(self.checkpoint))
-        report.missing = sorted(key for key in wanted if key not in source)
-        report.unexpected = sorted(key for key in source if key not in target)
-        report.mismatched = mismatched_shapes({k_: target[k_] for k_ in wanted}, source)
-        bad = {m[0] for m in report.mismatched}
-        report.loaded = [key for key in wanted if key in source and key not in bad]
-        report.skipped = sorted(
-            key for key in source if key in target and key not in wanted
-        )
         return report
 
     def _register_anchor(

@@ -59,3 +59,34 @@ def test_inputs__lists_every_problem(recipe_file: Path, tmp_path: Path) -> None:
         f"stages.1.graft={{checkpoint: {tmp_path}, format: timm}}",
     )
     assert "data.path:" in message and "is a directory, not a checkpoint" in message
+
+
+def _deeper_checkpoint(recipe_file: Path, path: Path) -> Path:
+    """A timm state dict of the recipe's ViT with one block more."""
+    import torch
+
+    from lightly_graft.modules.backbone import BackboneSpec, build_vit
+    from lightly_graft.recipes.build import backbone_spec
+
+    spec = backbone_spec(load_recipe(recipe_file))
+    deeper = BackboneSpec(spec.name, {**spec.kwargs, "depth": spec.kwargs["depth"] + 1})
+    torch.save(build_vit(deeper).state_dict(), path)
+    return path
+
+
+def test_graft_checkpoint__unexpected_keys_refused_before_training(
+    recipe_file: Path, tmp_path: Path
+) -> None:
+    # Grafting refuses keys the backbone lacks; the up-front check must too,
+    # or the run would fail only after the earlier stages trained.
+    from lightly_graft.errors import CheckpointError
+    from lightly_graft.recipes.preflight import check_graft_checkpoints
+
+    path = _deeper_checkpoint(recipe_file, tmp_path / "deeper.pth")
+    graft = f"stages.1.graft={{checkpoint: {path}, format: timm}}"
+    with pytest.raises(CheckpointError, match=r"unexpected.*blocks\.3\."):
+        check_graft_checkpoints(load_recipe(recipe_file, [graft]), source="r")
+    partial = (
+        f"stages.1.graft={{checkpoint: {path}, format: timm, allow_partial: true}}"
+    )
+    check_graft_checkpoints(load_recipe(recipe_file, [partial]), source="r")
