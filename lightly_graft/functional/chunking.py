@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from lightly.models.utils import get_at_index
 from torch import Tensor
 
 from lightly_graft.errors import GraftError
@@ -114,9 +113,14 @@ def gather_chunks(tokens: Tensor, idx_keep: Tensor) -> Tensor:
         1), idx_keep=idx_keep)``, computed with one patch embedding per image.
     """
     num_rows = idx_keep.shape[0]
-    assert num_rows % tokens.shape[0] == 0, (num_rows, tokens.shape)
-    repeats = num_rows // tokens.shape[0]
-    return get_at_index(tokens.repeat(repeats, 1, 1), idx_keep)
+    batch_size, _, dim = tokens.shape
+    assert num_rows % batch_size == 0, (num_rows, tokens.shape)
+    n = num_rows // batch_size
+    # lightly's get_at_index would need the tokens repeated n times in memory
+    # (n x B x (1 + L) x D); gathering from an expanded view reads the same rows.
+    source = tokens.unsqueeze(0).expand(n, -1, -1, -1)  # (n, B, 1 + L, D)
+    index = idx_keep.view(n, batch_size, -1, 1).expand(-1, -1, -1, dim)
+    return torch.gather(source, 2, index).view(num_rows, -1, dim)
 
 
 def unflatten_chunks(x: Tensor, num_chunks: int) -> Tensor:

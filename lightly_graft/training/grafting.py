@@ -119,10 +119,11 @@ class AnchorRegularizer(nn.Module):
     def distances(self, model: nn.Module) -> dict[int, float]:
         """Unweighted distance ``sum ||theta - theta_mim||_p^p`` per stage."""
         out: dict[int, float] = {}
+        references = self.references()
         for stage in sorted(set(self.stages)):
             idx = [i for i, s in enumerate(self.stages) if s == stage]
             params = [model.get_parameter(self.names[i]) for i in idx]
-            refs = [self.references()[i] for i in idx]
+            refs = [references[i] for i in idx]
             out[stage] = float(sum_of_distances(params, refs, self.p))
         return out
 
