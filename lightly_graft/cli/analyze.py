@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from lightly_graft.training.checkpoints import FORMATS
+
 KINDS = ("gradient-conflict", "vic", "attention-distance", "tsne")
-FORMATS = ("lightly_graft", "lightning", "mae", "timm")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

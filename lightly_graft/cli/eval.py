@@ -17,8 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lightly_graft.training.checkpoints import FORMATS
+
 PROTOCOLS = ("knn", "linear", "fewshot", "finetune", "partial")
-FORMATS = ("lightly_graft", "lightning", "mae", "timm")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

@@ -17,6 +17,7 @@ the kNN loaders are sharded by the kNN monitor itself.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -106,7 +107,10 @@ class SSLDataModule(pl.LightningDataModule):
                 f"fewer than one batch ({self.batch_size}): lower the stage's "
                 "batch_size or add images"
             )
-        bank = self._open(train=True, transform=self.eval_transform)
+        # The training split again, with the eval transform: a shallow copy, not
+        # a second open (which re-walks an ImageFolder tree).
+        bank = copy.copy(self.train_set)
+        bank.transform = self.eval_transform  # type: ignore[attr-defined]
         query = self._open(train=False, transform=self.eval_transform)
         self.bank_set = seeded_subset(bank, self.knn_bank_size, self.seed)
         self.query_set = seeded_subset(query, self.knn_query_size, self.seed + 1)
@@ -143,7 +147,4 @@ class SSLDataModule(pl.LightningDataModule):
     def num_classes(self) -> int:
         """Number of classes of the training split."""
         self.setup()
-        base = self.train_set
-        while isinstance(base, Subset):
-            base = base.dataset
-        return len(base.classes)  # type: ignore[union-attr]
+        return len(self.train_set.classes)  # type: ignore[union-attr]

@@ -21,7 +21,6 @@ from lightly_graft.recipes.typed import (
     option,
 )
 
-CHECKPOINT_FORMATS = ("lightly_graft", "lightning", "mae", "timm")
 PREVIOUS = "previous"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 

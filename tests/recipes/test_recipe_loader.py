@@ -191,6 +191,7 @@ def test_analysis_kinds__are_the_analyze_kinds() -> None:
     import typing
 
     from lightly_graft.analysis.run import KINDS
+    from lightly_graft.cli.analyze import KINDS as CLI_KINDS
     from lightly_graft.recipes.schema import Analysis
 
-    assert set(typing.get_args(Analysis)) == set(KINDS)
+    assert set(typing.get_args(Analysis)) == set(KINDS) == set(CLI_KINDS)
