@@ -191,7 +191,3 @@ def locate_parameters(
     }
     top = ParamLocation(depth, num_stages, num_stages)
     return {n: by_id.get(id(p), top) for n, p in model.named_parameters()}
-
-
-def encoder_depth(encoder: MaskedVisionTransformerTIMM) -> int:
-    return len(encoder.vit.blocks)

@@ -62,10 +62,9 @@ def objective_class(name: str) -> type[Objective]:
 def build_objective(name: str, **kwargs: Any) -> Objective:
     """Builds a registered objective; unknown names and arguments are errors."""
     cls = objective_class(name)
-    params = inspect.signature(cls.__init__).parameters
-    unknown = [k for k in kwargs if k not in params]
+    valid = accepted_arguments(name)
+    unknown = [k for k in kwargs if k not in valid]
     if unknown:
-        valid = [p for p in params if p != "self"]
         raise GraftError(
             f"Objective '{name}' takes no argument(s) {unknown}; valid arguments: "
             f"{format_options(valid)}."
