@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from lightly_graft.errors import GraftError, format_options
 from lightly_graft.eval.features import check_features
+from lightly_graft.functional.knn import knn_accuracy
 
 OPTIMIZERS = ("sgd", "lars")
 DEFAULT_LRS = (0.01, 0.03, 0.1, 0.3, 1.0)
@@ -162,8 +163,5 @@ def _train(
 def _accuracy(classifier: nn.Linear, features: Tensor, labels: Tensor) -> dict:
     logits = classifier(features)
     top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-    hits = top == labels.view(-1, 1)
-    return {
-        "top1": hits[:, 0].float().mean().item(),
-        "top5": hits.any(dim=1).float().mean().item(),
-    }
+    top1, top5 = knn_accuracy(top, labels)
+    return {"top1": top1, "top5": top5}
