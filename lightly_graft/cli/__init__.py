@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from lightly_graft.errors import GraftError
 
 # Subcommand modules of lightly_graft.cli, in the order `--help` lists them.
-COMMANDS: tuple[str, ...] = ("train", "eval", "analyze", "zoo")
+COMMANDS: tuple[str, ...] = ("train", "eval", "analyze", "bench", "zoo")
 
 
 def build_parser() -> argparse.ArgumentParser:

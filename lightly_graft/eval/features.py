@@ -74,3 +74,30 @@ def check_features(
             f"train features have dim {train_features.shape[1]} but test features "
             f"{test_features.shape[1]}: they must come from the same backbone."
         )
+
+
+def check_validation(
+    features: Tensor | None, labels: Tensor | None, train: Tensor, num_classes: int
+) -> bool:
+    """Whether a validation split was given; raises GraftError unless it fits
+    the training features (same dim, labels in range)."""
+    if (features is None) != (labels is None):
+        raise GraftError("give both val_features and val_labels, or neither.")
+    if features is None or labels is None:
+        return False
+    if features.ndim != 2 or labels.shape != features.shape[:1] or not len(labels):
+        raise GraftError(
+            f"validation features {tuple(features.shape)} and labels "
+            f"{tuple(labels.shape)} must be non-empty (num_val, dim) and (num_val,)."
+        )
+    if features.shape[1] != train.shape[1]:
+        raise GraftError(
+            f"validation features have dim {features.shape[1]} but train features "
+            f"{train.shape[1]}: they must come from the same backbone."
+        )
+    if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
+        raise GraftError(
+            f"validation labels span [{int(labels.min())}, {int(labels.max())}] but "
+            f"must lie in [0, {num_classes})."
+        )
+    return True

@@ -26,7 +26,7 @@ from sklearn.linear_model import LogisticRegression
 from torch import Tensor
 
 from lightly_graft.errors import DataError, GraftError
-from lightly_graft.eval.features import check_features
+from lightly_graft.eval.features import check_features, check_validation
 
 SUBSETS_FORMAT = "lightly_graft.fewshot_subsets"
 DEFAULT_FRACTIONS = (0.01, 0.1)
@@ -122,6 +122,8 @@ def fewshot_eval(
     subsets_path: str | Path | None = None,
     cs: Sequence[float] = DEFAULT_CS,
     max_iter: int = 1000,
+    val_features: Tensor | None = None,
+    val_labels: Tensor | None = None,
 ) -> dict[str, dict]:
     """Logistic regression on labelled subsets of L2-normalised frozen features.
 
@@ -137,6 +139,12 @@ def fewshot_eval(
             fraction), else drawn and written there.
         cs: Grid of inverse L2 regularisation strengths of the logistic regression.
         max_iter: Iterations of scikit-learn's lbfgs solver.
+        val_features: (num_val, dim) features of a validation split held out of
+            the training set (not among ``train_features``). When given, ``C`` is
+            chosen by the validation top-1 and the test accuracy at that ``C`` is
+            reported (``per_c`` also holds each ``val_top1``); without it, the
+            best ``C`` on the test set is reported.
+        val_labels: (num_val,) labels of ``val_features``.
 
     Returns:
         Per fraction (keyed ``"1%"``, ``"10%"``, ...): ``top1``, ``top5``
@@ -147,6 +155,7 @@ def fewshot_eval(
     )
     if not cs or min(cs) <= 0:
         raise GraftError(f"need a non-empty grid of positive C values, got {list(cs)}.")
+    validate = check_validation(val_features, val_labels, train_features, num_classes)
     subsets = labelled_subsets(train_labels, fractions, seed, subsets_path)
     train_x = F.normalize(train_features.float(), dim=1).cpu().numpy()
     test_x = F.normalize(test_features.float(), dim=1).cpu().numpy()
@@ -154,11 +163,16 @@ def fewshot_eval(
     results = {}
     for fraction in fractions:
         idx = subsets[float(fraction)]
-        per_c = {
-            c: _fit_and_score(train_x[idx], train_y[idx], test_x, test_y, c, max_iter)
-            for c in cs
-        }
-        best_c = max(per_c, key=lambda c: per_c[c]["top1"])
+        per_c = {}
+        for c in cs:
+            model = _fit(train_x[idx], train_y[idx], c, max_iter)
+            per_c[c] = _score(model, test_x, test_y)
+            if validate:
+                val_x = F.normalize(val_features.float(), dim=1).cpu().numpy()  # type: ignore[union-attr]
+                val_y = val_labels.cpu().numpy()  # type: ignore[union-attr]
+                per_c[c]["val_top1"] = _score(model, val_x, val_y)["top1"]
+        key = "val_top1" if validate else "top1"
+        best_c = max(per_c, key=lambda c: per_c[c][key])
         results[f"{fraction * 100:g}%"] = {
             **per_c[best_c],
             "best_c": best_c,
@@ -204,16 +218,16 @@ def labelled_subsets(
     return subsets
 
 
-def _fit_and_score(
-    train_x: np.ndarray,
-    train_y: np.ndarray,
-    test_x: np.ndarray,
-    test_y: np.ndarray,
-    c: float,
-    max_iter: int,
-) -> dict[str, float]:
+def _fit(
+    train_x: np.ndarray, train_y: np.ndarray, c: float, max_iter: int
+) -> LogisticRegression:
     model = LogisticRegression(C=c, max_iter=max_iter)
-    model.fit(train_x, train_y)
+    return model.fit(train_x, train_y)
+
+
+def _score(
+    model: LogisticRegression, test_x: np.ndarray, test_y: np.ndarray
+) -> dict[str, float]:
     probabilities = torch.from_numpy(model.predict_proba(test_x))
     classes = torch.from_numpy(model.classes_)
     top = classes[probabilities.topk(min(5, classes.numel()), dim=1).indices]

@@ -23,7 +23,7 @@ from lightly.utils.lars import LARS
 from torch import Tensor, nn
 
 from lightly_graft.errors import GraftError, format_options
-from lightly_graft.eval.features import check_features
+from lightly_graft.eval.features import check_features, check_validation
 from lightly_graft.functional.knn import knn_accuracy
 
 OPTIMIZERS = ("sgd", "lars")
@@ -62,6 +62,8 @@ def linear_eval(
     momentum: float = 0.9,
     weight_decay: float = 0.0,
     seed: int = 0,
+    val_features: Tensor | None = None,
+    val_labels: Tensor | None = None,
 ) -> LinearResult:
     """Trains one linear classifier per LR on frozen features; reports the best.
 
@@ -71,14 +73,21 @@ def linear_eval(
         test_features: (num_test, dim) frozen features.
         test_labels: (num_test,) labels.
         num_classes: Number of classes.
-        lrs: LR grid (for ``batch_size``; not rescaled). The best LR on the test
-            set is reported, as in the paper's sweep; ``per_lr`` has all of them.
+        lrs: LR grid (for ``batch_size``; not rescaled). Without a validation
+            split the best LR on the test set is reported, as in the paper's
+            sweep; ``per_lr`` has all of them.
         epochs: Training epochs per LR (paper: 90).
         batch_size: Mini-batch size.
         optimizer: ``"sgd"`` or ``"lars"`` (lightly's LARS).
         momentum: Momentum of either optimizer.
         weight_decay: Weight decay (paper, following MoCo v3: 0).
         seed: Seeds the classifier initialisation and the batch order.
+        val_features: (num_val, dim) features of a validation split held out of
+            the training set. When given, the LR is chosen by the validation
+            top-1 and the test accuracy at that LR is reported (``per_lr`` then
+            also holds each LR's ``val_top1``), so the test set never picks a
+            hyperparameter.
+        val_labels: (num_val,) labels of ``val_features``.
 
     Returns:
         A :class:`LinearResult` with accuracies as fractions in [0, 1].
@@ -96,11 +105,12 @@ def linear_eval(
             f"need a non-empty grid of positive LRs, epochs >= 1 and batch_size >= 1, "
             f"got lrs={list(lrs)}, epochs={epochs}, batch_size={batch_size}."
         )
+    validate = check_validation(val_features, val_labels, train_features, num_classes)
     mean = train_features.mean(dim=0)
     std = train_features.std(dim=0) + 1e-6
     train_x = (train_features.float() - mean) / std
     test_x = (test_features.float() - mean) / std
-    per_lr = {}
+    per_lr: dict[float, dict[str, float]] = {}
     for lr in lrs:
         classifier = _train(
             train_x,
@@ -115,8 +125,16 @@ def linear_eval(
             seed=seed,
         )
         per_lr[lr] = _accuracy(classifier, test_x, test_labels.long())
-    best_lr = max(per_lr, key=lambda lr: per_lr[lr]["top1"])
-    return LinearResult(best_lr=best_lr, **per_lr[best_lr], per_lr=per_lr)
+        if validate:
+            val_x = (val_features.float() - mean) / std  # type: ignore[union-attr]
+            val = _accuracy(classifier, val_x, val_labels.long())  # type: ignore[union-attr]
+            per_lr[lr]["val_top1"] = val["top1"]
+    key = "val_top1" if validate else "top1"
+    best_lr = max(per_lr, key=lambda lr: per_lr[lr][key])
+    best = per_lr[best_lr]
+    return LinearResult(
+        best_lr=best_lr, top1=best["top1"], top5=best["top5"], per_lr=per_lr
+    )
 
 
 def _train(

@@ -1,0 +1,632 @@
+"""``run_suite``: every (arm, seed) of a suite trained, evaluated and tabulated.
+
+The bench directory::
+
+    <output>/suite.yaml                 the resolved suite (arm recipes inlined)
+    <output>/runs/<arm>[@lrX]/seed<N>/  a `lightly-graft train` run directory
+    <output>/results/<arm>[@lrX]/seed<N>.json   a finished (arm, seed)
+    <output>/costs.json                 counted FLOPs per step of every stage
+    <output>/fewshot_subsets.json       the labelled subsets every arm shares
+    <output>/table.md, table.csv, results.json, figures/
+
+Order: the LR sweep first (every sweeping arm on the sweep's seed at every
+scale, in dependency order; the best scale by the validation metric is kept),
+then seed by seed, every arm at its chosen scale. An arm's dependencies
+(``graft_from``, ``budget.match``) run first, same seed. Resume: a result file
+means the (arm, seed) is finished and is never rerun; a run directory without
+one continues where it stopped (``train --resume``); a changed suite is refused
+naming the keys that differ.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lightly_graft.bench.budget import StageCost, count_stage, match_steps, total_flops
+from lightly_graft.bench.evaluate import evaluate, finite
+from lightly_graft.bench.suite import Arm, Suite, dependencies, load_suite
+from lightly_graft.errors import GraftError, RecipeError
+from lightly_graft.recipes.loader import recipe_from_tree
+from lightly_graft.recipes.run_dir import differing_keys
+from lightly_graft.recipes.yaml_io import dump_yaml, read_yaml
+
+SUITE = "suite.yaml"
+LR_KEYS = ("base_lr", "stage_lrs", "head_lr")
+
+
+class BenchExistsError(GraftError):
+    """The bench directory exists and resuming was not asked for, or cannot be."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One (arm, seed) at one LR scale."""
+
+    arm: str
+    seed: int
+    scale: float = 1.0
+
+    @property
+    def key(self) -> str:
+        return self.arm if self.scale == 1.0 else f"{self.arm}@lr{self.scale:g}"
+
+    def __str__(self) -> str:
+        return f"{self.key} seed {self.seed}"
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Writes a file by temporary file, fsync and rename: never half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def resolve_arms(
+    suite: Suite, suite_dir: Path, source: str
+) -> dict[str, list[dict[str, Any]]]:
+    """Every arm's stages (its recipe file's, or inline), with the suite's
+    ``defaults`` merged under them."""
+    out = {}
+    for i, arm in enumerate(suite.arms):
+        if arm.recipe is not None:
+            path = (suite_dir / arm.recipe).expanduser()  # absolute after loading
+            if not path.is_file():
+                raise RecipeError(
+                    f"{source}: arms[{i}].recipe: '{arm.recipe}' does not exist "
+                    f"(looked for {path}); paths are relative to the suite file"
+                )
+            tree = read_yaml(path)
+            stages = tree.get("stages") if isinstance(tree, dict) else None
+            if not isinstance(stages, list) or not stages:
+                raise RecipeError(
+                    f"{source}: arms[{i}].recipe: '{arm.recipe}' has no 'stages' list"
+                )
+        else:
+            stages = list(arm.stages or ())
+        out[arm.name] = [
+            _merge(_merge(suite.defaults, dict(s)), suite.stage_overrides)
+            for s in stages
+        ]
+    return out
+
+
+def scale_lrs(
+    stages: list[dict[str, Any]], scale: float, *, where: str
+) -> list[dict[str, Any]]:
+    """The stages with every given LR of their optimizer multiplied by ``scale``."""
+    if scale == 1.0:
+        return stages
+    out = []
+    for stage in stages:
+        optimizer = dict(stage.get("optimizer") or {})
+        if not any(k in optimizer for k in LR_KEYS[:2]):
+            raise RecipeError(
+                f"{where}: stage '{stage.get('name')}' gives no optimizer.base_lr or "
+                "stage_lrs, so the LR sweep has nothing to scale: write its LR into "
+                "the stage, or set sweep: false on the arm"
+            )
+        for key in LR_KEYS:
+            value = optimizer.get(key)
+            if isinstance(value, list | tuple):
+                optimizer[key] = [v * scale for v in value]
+            elif value is not None:
+                optimizer[key] = value * scale
+        out.append({**stage, "optimizer": optimizer})
+    return out
+
+
+@dataclass
+class Bench:
+    """A suite and its bench directory (see the module docstring)."""
+
+    suite: Suite
+    source: str
+    stages: dict[str, list[dict[str, Any]]]
+    root: Path
+    progress_bar: bool = False
+    costs: dict[str, Any] = field(default_factory=dict)
+    chosen: dict[str, float] = field(default_factory=dict)
+    _session: list[tuple[float, float]] = field(default_factory=list)
+
+    # --- paths ---------------------------------------------------------------
+
+    def run_dir(self, job: Job) -> Path:
+        return self.root / "runs" / job.key / f"seed{job.seed}"
+
+    def result_path(self, job: Job) -> Path:
+        return self.root / "results" / job.key / f"seed{job.seed}.json"
+
+    def result(self, job: Job) -> dict[str, Any] | None:
+        path = self.result_path(job)
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    # --- recipes -------------------------------------------------------------
+
+    def base_tree(
+        self, arm: Arm, seed: int, stages: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        suite = self.suite
+        data = suite.data if isinstance(suite.data, dict) else {"path": suite.data}
+        return {
+            "name": f"{arm.name}-seed{seed}",
+            "description": arm.title or arm.name,
+            "seed": seed,
+            "data": copy.deepcopy(data),
+            "backbone": copy.deepcopy(suite.backbone),
+            "accelerator": suite.accelerator,
+            "random_init_knn": False,
+            "analysis": [],
+            "stages": copy.deepcopy(stages),
+        }
+
+    def check(self) -> None:
+        """Validates every arm's recipe (as `train` would) before anything runs."""
+        for arm in self.suite.arms:
+            stages = self.stages[arm.name]
+            if arm.graft_from is not None:
+                stages = self._graft_stage0(
+                    stages, Path("/checkpoint/of/graft_from"), arm
+                )
+            scales = self.sweep_scales(arm)
+            for scale in scales:
+                where = f"{self.source}: arm '{arm.name}'"
+                tree = self.base_tree(arm, 0, scale_lrs(stages, scale, where=where))
+                recipe_from_tree(tree, source=where)
+
+    def _graft_stage0(
+        self, stages: list[dict[str, Any]], checkpoint: Path, arm: Arm
+    ) -> list[dict[str, Any]]:
+        first = dict(stages[0])
+        graft = first.get("graft")
+        graft = {} if graft is None else dict(graft)
+        if "from" in graft or "checkpoint" in graft:
+            raise RecipeError(
+                f"{self.source}: arm '{arm.name}': its first stage grafts from arm "
+                f"'{arm.graft_from}' (graft_from), so its graft section may not "
+                "name 'from' or 'checkpoint'"
+            )
+        first["graft"] = {
+            **graft,
+            "checkpoint": str(checkpoint),
+            "format": "lightly_graft",
+        }
+        return [first, *stages[1:]]
+
+    def sweep_scales(self, arm: Arm) -> tuple[float, ...]:
+        sweep = self.suite.lr_sweep
+        return sweep.scales if sweep is not None and self.suite.sweeps(arm) else (1.0,)
+
+    def scale_of(self, arm: Arm) -> float:
+        """The arm's LR scale: the sweep's choice, or 1."""
+        if len(self.sweep_scales(arm)) == 1:
+            return self.sweep_scales(arm)[0]
+        if arm.name not in self.chosen:
+            raise RuntimeError(f"the LR sweep of arm '{arm.name}' has not finished")
+        return self.chosen[arm.name]
+
+    def tree(self, job: Job) -> dict[str, Any]:
+        """The recipe of a job, budgets applied and grafts resolved."""
+        arm = self.suite.arm(job.arm)
+        where = f"{self.source}: arm '{arm.name}'"
+        stages = scale_lrs(self.stages[arm.name], job.scale, where=where)
+        if arm.budget is not None:
+            stages = match_steps(
+                stages,
+                self.stage_costs(arm),
+                self.arm_flops(self.suite.arm(arm.budget.match))
+                - self.step_i_flops(arm),
+            )
+        if arm.graft_from is not None:
+            source = self.suite.arm(arm.graft_from)
+            dep = Job(source.name, job.seed, self.scale_of(source))
+            last = self.tree(dep)["stages"][-1]["name"]
+            stages = self._graft_stage0(
+                stages, self.run_dir(dep) / last / "encoder.pt", arm
+            )
+        return self.base_tree(arm, job.seed, stages)
+
+    # --- FLOPs ---------------------------------------------------------------
+
+    def stage_costs(self, arm: Arm) -> list[StageCost]:
+        """Counted cost of each of the arm's stages (cached in costs.json)."""
+        stages = self.stages[arm.name]
+        out = []
+        for index, stage in enumerate(stages):
+            # What decides the work of a step: everything but the step count,
+            # the LRs, the graft and the monitor (frozen stages do count).
+            ignored = (
+                "epochs",
+                "limit_train_batches",
+                "knn",
+                "optimizer",
+                "graft",
+                "anchor",
+            )
+            counted = {k: v for k, v in stage.items() if k not in ignored}
+            optimizer = stage.get("optimizer") or {}
+            counted["frozen"] = [
+                optimizer.get("num_stages"),
+                optimizer.get("frozen_stages"),
+            ]
+            spec = [
+                counted,
+                self.suite.data,
+                self.suite.backbone,
+                self.suite.accelerator,
+            ]
+            key = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[
+                :16
+            ]
+            if key not in self.costs:
+                tree = self.base_tree(arm, 0, stages)
+                cost = count_stage(
+                    tree, index, source=f"{self.source}: arm '{arm.name}'"
+                )
+                self.costs[key] = {
+                    "flops_per_step": cost.flops_per_step,
+                    "full_epoch_batches": cost.full_epoch_batches,
+                    "arm": arm.name,
+                    "stage": stage.get("name"),
+                }
+                _write_atomic(
+                    self.root / "costs.json", json.dumps(self.costs, indent=1) + "\n"
+                )
+            saved = self.costs[key]
+            out.append(StageCost(saved["flops_per_step"], saved["full_epoch_batches"]))
+        return out
+
+    def own_stages(self, arm: Arm) -> list[dict[str, Any]]:
+        """The arm's stages with its budget applied (no LR scaling, no graft)."""
+        stages = self.stages[arm.name]
+        if arm.budget is None:
+            return stages
+        target = self.arm_flops(self.suite.arm(arm.budget.match)) - self.step_i_flops(
+            arm
+        )
+        return match_steps(stages, self.stage_costs(arm), target)
+
+    def step_i_flops(self, arm: Arm) -> int:
+        """FLOPs of the arm it grafts from (its step i), 0 if none."""
+        return self.arm_flops(self.suite.arm(arm.graft_from)) if arm.graft_from else 0
+
+    def arm_flops(self, arm: Arm) -> int:
+        """Total training FLOPs of an arm, its step i (graft_from) included."""
+        return sum(
+            total_flops(self.own_stages(arm), self.stage_costs(arm))
+        ) + self.step_i_flops(arm)
+
+    # --- running -------------------------------------------------------------
+
+    def prepare(self, *, resume: bool) -> None:
+        """Creates the bench directory or checks that it may be resumed."""
+        plain = json.loads(
+            json.dumps(
+                {
+                    "suite": self.suite.model_dump(mode="json"),
+                    "stages": self.stages,
+                }
+            )
+        )
+        saved_path = self.root / SUITE
+        if saved_path.is_file():
+            if not resume:
+                raise BenchExistsError(
+                    f"bench directory '{self.root}' exists (from an earlier bench of "
+                    "this suite): add --resume to continue it, or give another "
+                    "--output"
+                )
+            saved = read_yaml(saved_path)
+            differ = differing_keys(saved, plain)
+            if differ:
+                shown = ", ".join(differ[:5]) + (" ..." if len(differ) > 5 else "")
+                raise BenchExistsError(
+                    f"cannot resume '{self.root}': the suite differs from the one it "
+                    f"was started with at {shown}; undo the change, or give another "
+                    "--output for the changed suite"
+                )
+        elif self.root.exists() and any(self.root.iterdir()):
+            raise BenchExistsError(
+                f"'{self.root}' exists and is not a bench directory (no {SUITE}): "
+                "give another --output"
+            )
+        else:
+            _write_atomic(
+                saved_path,
+                dump_yaml(
+                    plain,
+                    header="Resolved suite of `lightly-graft bench`; compared on --resume.",
+                ),
+            )
+        costs = self.root / "costs.json"
+        if costs.is_file():
+            self.costs = json.loads(costs.read_text())
+
+    def run_job(
+        self, job: Job, *, plan_total: float, plan_done: list[float]
+    ) -> dict[str, Any]:
+        """Trains and evaluates one job (its dependencies first); returns its result."""
+        done = self.result(job)
+        if done is not None:
+            return done
+        arm = self.suite.arm(job.arm)
+        if arm.graft_from is not None:
+            source = self.suite.arm(arm.graft_from)
+            self.run_job(
+                Job(source.name, job.seed, self.scale_of(source)),
+                plan_total=plan_total,
+                plan_done=plan_done,
+            )
+        result = self._train_and_evaluate(job)
+        self._progress(job, result, plan_total, plan_done)
+        return result
+
+    def _train_and_evaluate(self, job: Job) -> dict[str, Any]:
+        from lightly_graft.recipes.pipeline import prepare_run, run_pipeline
+
+        arm = self.suite.arm(job.arm)
+        tree = self.tree(job)
+        run_dir = self.run_dir(job)
+        recipe_path = self.root / "runs" / job.key / f"seed{job.seed}.yaml"
+        _write_atomic(
+            recipe_path,
+            dump_yaml(tree, header=f"Recipe of {job} (lightly-graft bench)."),
+        )
+        start = time.perf_counter()
+        print(f"bench: {job}: training in {run_dir}", flush=True)
+        plan = prepare_run(recipe_path, output=run_dir, resume=run_dir.exists())
+        summary = run_pipeline(plan, progress_bar=self.progress_bar)
+        train_seconds = time.perf_counter() - start
+        from lightly_graft.training.checkpoints import load_backbone
+
+        last = plan.recipe.stages[-1].name
+        vit, _ = load_backbone(run_dir / last / "encoder.pt", "lightly_graft")
+        stages = tree["stages"]
+        costs = self.stage_costs(arm)
+        flops = total_flops(self.own_stages(arm), costs)
+        record: dict[str, Any] = {
+            "arm": job.arm,
+            "seed": job.seed,
+            "lr_scale": job.scale,
+            "stages": [
+                {
+                    "name": s["name"],
+                    "method": s["method"],
+                    "epochs": s["epochs"],
+                    "limit_train_batches": s.get("limit_train_batches"),
+                    "flops_per_step": c.flops_per_step,
+                    "steps": c.steps(int(s["epochs"]), s.get("limit_train_batches")),
+                    "flops": f,
+                    "seconds": st.seconds,
+                    "knn_curve": [[p.epoch, p.top1] for p in st.history],
+                }
+                for s, c, f, st in zip(
+                    stages, costs, flops, summary.stages, strict=True
+                )
+            ],
+            "flops": sum(flops) + self.step_i_flops(arm),
+            "own_flops": sum(flops),
+            "train_seconds": train_seconds,
+            "commit": _commit(),
+        }
+        stats = plan.recipe.data.normalize
+        normalize = {"mean": list(stats.mean), "std": list(stats.std)}  # type: ignore[union-attr]
+        if not finite(vit):
+            record.update(diverged=True, metrics={}, eval_seconds=0.0)
+            print(
+                f"bench: {job}: the backbone has non-finite weights (diverged); recorded as such",
+                file=sys.stderr,
+            )
+        else:
+            device = torch.device(
+                "cuda"
+                if self.suite.accelerator in ("gpu", "cuda")
+                or (self.suite.accelerator == "auto" and torch.cuda.is_available())
+                else "cpu"
+            )
+            evaluated = evaluate(
+                vit,
+                str(plan.recipe.data.path),
+                normalize,
+                self.suite.evaluation,
+                device=device,
+                workdir=self.root,
+            )
+            record.update(
+                diverged=False,
+                metrics=evaluated["metrics"],
+                eval_details=evaluated["details"],
+                eval_seconds=evaluated["seconds"],
+            )
+        _write_atomic(self.result_path(job), json.dumps(record, indent=1) + "\n")
+        return record
+
+    def _progress(
+        self,
+        job: Job,
+        result: dict[str, Any],
+        plan_total: float,
+        plan_done: list[float],
+    ) -> None:
+        seconds = result["train_seconds"] + result["eval_seconds"]
+        self._session.append((seconds, float(result["own_flops"])))
+        plan_done.append(float(result["own_flops"]))
+        metrics = result["metrics"]
+        shown = " ".join(f"{k} {100 * v:.1f}" for k, v in metrics.items()) or "diverged"
+        rate = sum(s for s, _ in self._session) / max(
+            1.0, sum(f for _, f in self._session)
+        )
+        left = max(0.0, plan_total - sum(plan_done)) * rate
+        print(
+            f"bench: done {job}: {shown} | {result['own_flops'] / 1e12:.2f} TFLOP, "
+            f"{seconds / 60:.1f} min | about {left / 3600:.1f} h left",
+            flush=True,
+        )
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parent,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _order(suite: Suite, only: Sequence[str] | None) -> list[Arm]:
+    """Arms in dependency order (dependencies first), limited to ``only`` and
+    what it needs."""
+    wanted = set(only) if only else {a.name for a in suite.arms}
+    for name in list(wanted):
+        wanted |= set(dependencies(suite, suite.arm(name)))
+    out: list[Arm] = []
+
+    def visit(arm: Arm) -> None:
+        if arm in out:
+            return
+        for dep in reversed(dependencies(suite, arm)):
+            visit(suite.arm(dep))
+        out.append(arm)
+
+    for arm in suite.arms:
+        if arm.name in wanted:
+            visit(arm)
+    return out
+
+
+def run_suite(
+    path: str | Path,
+    *,
+    output: str | Path | None = None,
+    resume: bool = False,
+    only: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    progress_bar: bool = False,
+    check_only: bool = False,
+) -> Path:
+    """Runs a suite file (see the module docstring); returns the bench directory."""
+    from lightly_graft.bench.report import write_report
+
+    source = f"suite '{path}'"
+    suite = load_suite(path)
+    names = [a.name for a in suite.arms]
+    for name in only or ():
+        if name not in names:
+            from lightly_graft.errors import did_you_mean, format_options
+
+            raise RecipeError(
+                f"--only {name}: not an arm of {source}{did_you_mean(name, names)}; "
+                f"arms: {format_options(names)}"
+            )
+    stages = resolve_arms(suite, Path(path).parent, source)
+    root = Path(output) if output is not None else Path("runs") / "bench" / suite.name
+    bench = Bench(suite, source, stages, root, progress_bar=progress_bar)
+    bench.check()
+    if check_only:
+        return root
+    bench.prepare(resume=resume)
+    arms = _order(suite, only)
+    all_seeds = sorted({s for a in arms for s in suite.seeds_of(a)})
+    if seeds is not None:
+        all_seeds = [s for s in all_seeds if s in set(seeds)]
+    sweep = suite.lr_sweep
+    jobs_flops = 0.0
+    for arm in arms:
+        per_job = sum(total_flops(bench.own_stages(arm), bench.stage_costs(arm)))
+        n_sweep = (
+            len(bench.sweep_scales(arm)) - 1 if len(bench.sweep_scales(arm)) > 1 else 0
+        )
+        n_seeds = len([s for s in suite.seeds_of(arm) if s in all_seeds])
+        jobs_flops += per_job * (n_sweep + n_seeds)
+    done: list[float] = []
+    for arm in arms:  # the LR sweep, dependencies first
+        scales = bench.sweep_scales(arm)
+        if len(scales) > 1 and sweep is not None:
+            results = {
+                x: bench.run_job(
+                    Job(arm.name, sweep.seed, x), plan_total=jobs_flops, plan_done=done
+                )
+                for x in scales
+            }
+            bench.chosen[arm.name] = _choose(results, sweep.select_by)
+            print(
+                f"bench: LR sweep of {arm.name}: scale {bench.chosen[arm.name]:g} chosen by val {sweep.select_by}",
+                flush=True,
+            )
+    for seed in all_seeds:
+        for arm in arms:
+            if seed in suite.seeds_of(arm):
+                bench.run_job(
+                    Job(arm.name, seed, bench.scale_of(arm)),
+                    plan_total=jobs_flops,
+                    plan_done=done,
+                )
+    write_report(bench)
+    return root
+
+
+def _choose(results: dict[float, dict[str, Any]], metric: str) -> float:
+    """The scale with the best validation value of ``metric`` (diverged runs lose)."""
+
+    def score(result: dict[str, Any]) -> float:
+        if result.get("diverged"):
+            return float("-inf")
+        details = result["eval_details"]
+        if metric == "linear":
+            best = details["linear"]["best_lr"]
+            return details["linear"]["per_lr"][str(best)]["val_top1"]
+        if metric.startswith("fewshot_"):
+            shot = details["fewshot"][metric.removeprefix("fewshot_")]
+            return shot["per_c"][str(shot["best_c"])]["val_top1"]
+        return details["knn"]["val_top1"]
+
+    return max(results, key=lambda x: score(results[x]))
+
+
+def report_only(path: str | Path, *, output: str | Path | None = None) -> Path:
+    """Rewrites the tables and figures of an existing bench directory from its
+    finished results; trains nothing."""
+    from lightly_graft.bench.report import write_report
+
+    source = f"suite '{path}'"
+    suite = load_suite(path)
+    stages = resolve_arms(suite, Path(path).parent, source)
+    root = Path(output) if output is not None else Path("runs") / "bench" / suite.name
+    bench = Bench(suite, source, stages, root)
+    if not (root / SUITE).is_file():
+        raise BenchExistsError(
+            f"'{root}' is not a bench directory (no {SUITE}): run the suite first, "
+            "or give its --output"
+        )
+    bench.prepare(resume=True)
+    return write_report(bench)

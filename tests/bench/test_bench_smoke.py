@@ -1,0 +1,169 @@
+"""`lightly-graft bench` end to end on the shipped smoke suite (every arm of the
+Layer Grafted suite for two steps): tables, resume, refusal of a changed suite,
+FLOP matching, and bad suite files."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lightly_graft.bench.suite import load_suite
+from lightly_graft.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+SUITE = ROOT / "recipes" / "suites" / "smoke.yaml"
+FULL = ROOT / "recipes" / "suites" / "layer_grafted_fmnist.yaml"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    output = tmp_path_factory.mktemp("bench") / "smoke"
+    assert main(["bench", str(SUITE), "--output", str(output)]) == 0
+    return output
+
+
+def _mtimes(root: Path) -> dict[str, float]:
+    return {str(p): p.stat().st_mtime_ns for p in (root / "results").rglob("*.json")}
+
+
+def test_bench__writes_tables_for_every_arm(bench: Path) -> None:
+    suite = load_suite(SUITE)
+    results = json.loads((bench / "results.json").read_text())
+    assert set(results["arms"]) == {arm.name for arm in suite.arms}
+    for name, arm in results["arms"].items():
+        assert arm["seeds"] == [0], name
+        assert set(arm["metrics"]) == {"knn", "linear", "fewshot_1%", "fewshot_10%"}
+        for metric in arm["metrics"].values():
+            assert 0.0 <= metric["mean"] <= 1.0
+            assert metric["values"] == [metric["mean"]]
+        assert arm["flops"] > 0
+    rows = list(csv.DictReader((bench / "table.csv").open()))
+    assert [r["arm"] for r in rows] == [arm.name for arm in suite.arms]
+    table = (bench / "table.md").read_text()
+    assert "| MAE (`mae`) |" in table and "## The paper's claims" in table
+    assert set(results["sweep"]) == {"mae", "moco"}
+    for png in (
+        "metrics.png",
+        "knn_curves.png",
+        "vic/vic.png",
+        "gradient-conflict/gradient_conflict.png",
+    ):
+        assert (bench / "figures" / png).is_file(), png
+
+
+def test_bench__budgets(bench: Path) -> None:
+    results = json.loads((bench / "results.json").read_text())["arms"]
+    mae, lg = results["mae"], results["layer_grafted"]
+    # (a) the paper's protocol: step ii's FLOPs come on top of the MAE run it grafts.
+    own = sum(stage["flops"] for stage in lg["stages"])
+    assert lg["flops"] == mae["flops"] + own
+    # (b) matched compute: within half a step per epoch of the target.
+    for name in ("moco_matched", "mtl_matched"):
+        stage = results[name]["stages"][0]
+        slack = 0.5 * stage["epochs"] * stage["flops_per_step"]
+        assert abs(results[name]["flops"] - lg["flops"]) <= slack, name
+    assert results["moco_matched"]["flops"] > results["moco"]["flops"]
+
+
+def test_bench__a_finished_arm_seed_is_not_rerun(
+    bench: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = _mtimes(bench)
+    assert main(["bench", str(SUITE), "--output", str(bench), "--resume"]) == 0
+    assert _mtimes(bench) == before
+    assert "training in" not in capsys.readouterr().out
+
+
+def test_bench__an_interrupted_arm_seed_continues(
+    bench: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = bench / "results" / "vicreg" / "seed0.json"
+    saved = json.loads(result.read_text())
+    result.unlink()  # trained, not yet evaluated
+    others = _mtimes(bench)
+    assert main(["bench", str(SUITE), "--output", str(bench), "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("training in") == 1 and "skipped (--resume)" in out
+    again = json.loads(result.read_text())
+    assert again["metrics"] == saved["metrics"]
+    assert {k: v for k, v in _mtimes(bench).items() if k != str(result)} == others
+
+
+def test_bench__existing_directory_needs_resume(
+    bench: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bench", str(SUITE), "--output", str(bench)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "add --resume" in err and len(err.splitlines()) == 1
+
+
+def test_bench__changed_suite_is_refused(
+    bench: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tree = yaml.safe_load(SUITE.read_text())
+    tree["extends"] = str(FULL)
+    tree["evaluation"]["linear"]["epochs"] = 3
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(tree))
+    before = _mtimes(bench)
+    assert main(["bench", str(changed), "--output", str(bench), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "suite.evaluation.linear.epochs" in err and "differs" in err
+    assert _mtimes(bench) == before
+
+
+BAD = [
+    ("name: x\n", "backbone: is required"),
+    ("- a\n- b\n", "expected a mapping"),
+    ("name: x\nbackbone: vit_tiny_patch16_224\narms: []\n", "arms: "),
+    ("name: x\nname: y\n", "duplicate key"),
+    ("extends: nowhere.yaml\n", "extends: 'nowhere.yaml' does not exist"),
+    (
+        "extends: SMOKE\nNO_REFS\nlr_sweep: null\narms:\n  - {name: a, recipe: missing.yaml}\n",
+        "arms[0].recipe: ",
+    ),
+    (
+        "extends: SMOKE\nNO_REFS\nlr_sweep: null\narms:\n  - {name: a, stages: [{name: s, method: mea, epochs: 1, batch_size: 8, optimizer: {base_lr: 0.001}}]}\n",
+        "did you mean 'mae'",
+    ),
+    (
+        "extends: SMOKE\nNO_REFS\nlr_sweep: null\narms:\n  - {name: a, stages: [{name: s, method: mae, epochs: 1, batch_size: 8, optimizer: {base_lr: 0.001}}], graft_from: b}\n",
+        "'b' is not an arm",
+    ),
+    (
+        "extends: SMOKE\nNO_REFS\nlr_sweep: {scales: [1, 2], arms: null}\narms:\n  - {name: a, stages: [{name: s, method: mae, epochs: 1, batch_size: 8, optimizer: {}}]}\n",
+        "the LR sweep has nothing to scale",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), BAD)
+def test_bench__bad_suite_exits_2_with_one_line(
+    text: str, expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "suite.yaml"
+    no_refs = "figures: {gradient_conflict: [], vic: [], attention_distance: [], tsne: []}\nclaims: []"
+    path.write_text(text.replace("SMOKE", str(SUITE)).replace("NO_REFS", no_refs))
+    output = tmp_path / "out"
+    assert main(["bench", str(path), "--output", str(output)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lightly-graft bench: error: "), err
+    assert expected in err, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not output.exists()
+
+
+def test_bench__unknown_only_arm(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(["bench", str(SUITE), "--output", str(tmp_path / "o"), "--only", "mocco"])
+        == 2
+    )
+    assert "did you mean 'moco'" in capsys.readouterr().err
