@@ -150,7 +150,11 @@ def check_claims(
     out = []
     arms = collected["arms"]
     for claim in bench.suite.claims:
-        row: dict[str, Any] = {"claim": claim.claim, "source": claim.source}
+        row: dict[str, Any] = {
+            "claim": claim.claim,
+            "source": claim.source,
+            "paper_values": claim.paper_values,
+        }
         if claim.kind == "falls_with_depth":
             slope = slopes.get(claim.order[0])
             row.update(
@@ -198,13 +202,14 @@ def check_claims(
 
 def claims_markdown(claims: list[dict[str, Any]]) -> str:
     lines = [
-        "| claim | paper | ours | verdict | smallest margin (std) |",
-        "|---|---|---|---|---:|",
+        "| claim | source | paper | ours | verdict | smallest margin (std) |",
+        "|---|---|---|---|---|---:|",
     ]
     for c in claims:
         margin = "-" if c["margin"] is None else f"{c['margin']:+.1f}"
         lines.append(
-            f"| {c['claim']} | {c['source']} | {c['measured'] or '-'} | {c['verdict']} | {margin} |"
+            f"| {c['claim']} | {c['source']} | {c['paper_values'] or '-'} | "
+            f"{c['measured'] or '-'} | {c['verdict']} | {margin} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -193,11 +193,10 @@ class Bench:
                 stages = self._graft_stage0(
                     stages, Path("/checkpoint/of/graft_from"), arm
                 )
-            scales = self.sweep_scales(arm)
-            for scale in scales:
-                where = f"{self.source}: arm '{arm.name}'"
-                tree = self.base_tree(arm, 0, scale_lrs(stages, scale, where=where))
-                recipe_from_tree(tree, source=where)
+            where = f"{self.source}: arm '{arm.name}'"
+            scaled = [scale_lrs(stages, x, where=where) for x in self.sweep_scales(arm)]
+            for stages_at_scale in scaled:
+                recipe_from_tree(self.base_tree(arm, 0, stages_at_scale), source=where)
 
     def _graft_stage0(
         self, stages: list[dict[str, Any]], checkpoint: Path, arm: Arm
@@ -323,16 +322,27 @@ class Bench:
 
     # --- running -------------------------------------------------------------
 
+    def determining(self) -> dict[str, Any]:
+        """What decides the results (compared on --resume): the data, backbone,
+        evaluation and sweep, and every arm's resolved stages and budget; not
+        the seeds, titles, figures or claims, which may change between runs."""
+        suite = self.suite.model_dump(mode="json")
+        common = ("data", "backbone", "accelerator", "evaluation", "lr_sweep")
+        arms = {
+            arm.name: {
+                "stages": self.stages[arm.name],
+                "graft_from": arm.graft_from,
+                "budget": suite["arms"][i]["budget"],
+                "sweep": self.suite.sweeps(arm),
+            }
+            for i, arm in enumerate(self.suite.arms)
+        }
+        plain = {"suite": {k: suite[k] for k in common}, "arms": arms}
+        return json.loads(json.dumps(plain))
+
     def prepare(self, *, resume: bool) -> None:
         """Creates the bench directory or checks that it may be resumed."""
-        plain = json.loads(
-            json.dumps(
-                {
-                    "suite": self.suite.model_dump(mode="json"),
-                    "stages": self.stages,
-                }
-            )
-        )
+        plain = self.determining()
         saved_path = self.root / SUITE
         if saved_path.is_file():
             if not resume:
@@ -342,7 +352,11 @@ class Bench:
                     "--output"
                 )
             saved = read_yaml(saved_path)
-            differ = differing_keys(saved, plain)
+            # Arms added since are new work, not a change; so are seeds.
+            kept = {
+                k: v for k, v in plain["arms"].items() if k in saved.get("arms", {})
+            }
+            differ = differing_keys(saved, {**plain, "arms": kept})
             if differ:
                 shown = ", ".join(differ[:5]) + (" ..." if len(differ) > 5 else "")
                 raise BenchExistsError(

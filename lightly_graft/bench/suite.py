@@ -155,6 +155,9 @@ class Figures(_Model):
 class Claim(_Model):
     claim: str
     source: str = ""
+    paper_values: str = Field(
+        default="", description="The paper's numbers behind the claim, as text."
+    )
     kind: Literal["order", "falls_with_depth"] = "order"
     metric: Literal["knn", "linear", "fewshot_1%", "fewshot_10%"] | None = None
     order: tuple[Name, ...] = Field(

@@ -116,6 +116,12 @@ def test_bench__changed_suite_is_refused(
     err = capsys.readouterr().err
     assert "suite.evaluation.linear.epochs" in err and "differs" in err
     assert _mtimes(bench) == before
+    # What only changes the report (titles, claims, figures) is not a change.
+    tree["evaluation"]["linear"]["epochs"] = 2
+    tree["claims"] = []
+    changed.write_text(yaml.safe_dump(tree))
+    assert main(["bench", str(changed), "--output", str(bench), "--resume"]) == 0
+    assert _mtimes(bench) == before
 
 
 BAD = [
