@@ -105,7 +105,7 @@ def run_analysis(
         data: ``"default"`` or an ImageFolder-style directory.
         output: Directory for the files (created).
         formats: The checkpoints' format (one for all, or one per checkpoint):
-            ``lightly_graft``, ``lightning``, ``mae`` or ``timm``.
+            ``lightly_graft``, ``lightning``, ``mae``, ``moco_v3`` or ``timm``.
         labels: A name per checkpoint for legends and file names; defaults to
             the file name (or the run directory for ``backbone.pt``).
         num_batches: Batches per checkpoint (t-SNE: num_batches * batch_size

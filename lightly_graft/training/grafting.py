@@ -158,7 +158,10 @@ class Grafting(pl.Callback):
 
     Args:
         checkpoint: Path of the step-i checkpoint.
-        format: Its format: ``lightly_graft``, ``lightning``, ``mae`` or ``timm``.
+        format: Its format, one of ``training.checkpoints.FORMATS``:
+            ``lightly_graft``, ``lightning``, ``mae`` (the released encoder or a
+            training checkpoint), ``moco_v3`` (``main_moco.py``'s checkpoint,
+            for CL->MIM) or ``timm``.
         num_blocks: Graft the embeddings and blocks ``[0, num_blocks)``; None =
             all blocks. 0 grafts nothing (plain training from scratch).
         graft_norm: Also load the final norm; default: when all blocks are grafted.
