@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from graft_testing import fit_tiny, tiny_method
 from torch.testing import assert_close
@@ -333,3 +334,71 @@ def test_grafting__logs_anchor_distance_per_stage(
         ]
         assert values and values[-1] > 0  # the blocks moved away from the MIM weights
     assert any(r.get("train/graft_anchor") for r in rows)
+
+
+def test_grafting_argument__a_methods_entry_alone_grafts(
+    mim_checkpoints, tmp_path: Path
+) -> None:
+    # lightly's benchmark main.py: the model comes from METHODS[name]["model"](
+    # batch_size_per_device=..., num_classes=...) and pretrain() builds the
+    # Trainer's callbacks itself, without a Grafting.
+    import functools
+
+    from graft_testing import TINY_BACKBONE, TINY_METHOD_ARGS, RandomViews
+    from pytorch_lightning.callbacks import EarlyStopping
+
+    from lightly_graft.methods.grafted_moco import GraftedMoCo, transform
+    from lightly_graft.training.checkpoints import load_encoder_state
+
+    paths, source = mim_checkpoints
+    grafting = Grafting(paths["timm"], format="timm", num_blocks=2, freeze_epochs=5)
+    methods = {
+        "grafted_moco": {
+            "model": functools.partial(
+                GraftedMoCo,
+                backbone=dict(TINY_BACKBONE),
+                optimizer={"base_lr": 0.1, "num_stages": 3, "warmup_epochs": 0},
+                grafting=grafting,
+                **TINY_METHOD_ARGS["grafted_moco"],
+            ),
+            "transform": transform,
+        }
+    }
+    model = methods["grafted_moco"]["model"](batch_size_per_device=8, num_classes=4)
+    assert model.configure_callbacks() == [grafting]
+    trainer = pl.Trainer(
+        max_steps=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[EarlyStopping(monitor="train_loss", patience=10**12)],
+    )
+    loader = torch.utils.data.DataLoader(RandomViews(2), batch_size=8)
+    trainer.fit(model, train_dataloaders=loader)
+    assert grafting in trainer.callbacks
+    assert grafting.report is not None and grafting.report.is_complete
+    online = model.backbone.vit.state_dict()
+    ema = model.backbone_momentum.vit.state_dict()  # EMA of equal tensors: rounding
+    for key in ("cls_token", "blocks.0.attn.qkv.weight", "blocks.1.mlp.fc1.bias"):
+        assert_close(online[key], source[key], rtol=0, atol=0)
+        assert_close(ema[key], source[key])
+    assert not torch.equal(
+        model.backbone.vit.state_dict()["blocks.2.attn.qkv.weight"],
+        source["blocks.2.attn.qkv.weight"],
+    )
+    # The callback is not a hyperparameter: the checkpoint stays weights-only.
+    assert "grafting" not in model.hparams
+    path = tmp_path / "moco.ckpt"
+    trainer.save_checkpoint(path)
+    state, _, _ = load_encoder_state(path, "lightning")
+    assert_close(state["blocks.0.attn.qkv.weight"], source["blocks.0.attn.qkv.weight"])
+    restored = GraftedMoCo.load_from_checkpoint(path, weights_only=True)
+    assert restored.grafting is None
+
+
+def test_grafting_argument__rejects_other_objects(mim_checkpoints) -> None:
+    paths, _ = mim_checkpoints
+    with pytest.raises(TypeError, match="Grafting callback or None, got PosixPath"):
+        tiny_method("mae", grafting=paths["timm"])
