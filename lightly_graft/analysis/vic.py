@@ -95,7 +95,8 @@ def measure_vic(
             (:func:`~lightly_graft.functional.vic.vic_statistics`).
         normalize: Apply the definition's l2 normalisations (the paper does).
         pool_batches: Compute the statistics once on the features of all batches
-            instead of per batch and averaged over batches (the paper's way).
+            instead of per batch and averaged over batches (the paper's way;
+            a batch of one image, which has no variance, is then left out).
 
     Returns:
         One :class:`VICStatistics` per block, lowest first.
@@ -127,6 +128,10 @@ def measure_vic(
     if pool_batches:
         pooled_a = [[torch.cat([batch[i] for batch in pooled_a]) for i in range(depth)]]
         pooled_b = [[torch.cat([batch[i] for batch in pooled_b]) for i in range(depth)]]
+    elif len(pooled_a) > 1:  # e.g. a last batch of one image
+        keep = [i for i, batch in enumerate(pooled_a) if batch[0].shape[0] >= 2]
+        pooled_a = [pooled_a[i] for i in keep] or pooled_a
+        pooled_b = [pooled_b[i] for i in keep] or pooled_b
     per_batch = [
         [
             vic_statistics(a[i], b[i], definition=definition, normalize=normalize)

@@ -152,6 +152,8 @@ def test_measure_vic__averages_batches_as_the_paper_or_pools() -> None:
         for name in ("variance", "invariance", "covariance"):
             expected = np.mean([getattr(b[block], name) for b in per_batch])
             assert getattr(stats, name) == pytest.approx(expected, rel=1e-9)
+    one_more = [*batches, (torch.randn(1, 3, 16, 16),) * 2]  # no variance: left out
+    assert measure_vic(vit, one_more) == measured
     pooled = measure_vic(vit, batches, pool_batches=True, definition="per_entry")
     features = [
         [
