@@ -20,8 +20,11 @@ Two definitions (``VIC_DEFINITIONS``), chosen by ``definition=``:
   so collapsed features give ``sqrt(1e-4) = 0.01``, not 0), covariance the *sum*
   of the squared off-diagonal entries of ``Z^T Z / (batch_size - 1)`` taken on
   those centred-then-normalised rows without centring them again
-  (:func:`covariance_sum`). The sum grows with the width (it is VICReg's ``c(Z)``
-  times ``dim``), so values are comparable only between models of one width.
+  (:func:`covariance_sum`; VICReg's ``c(Z)`` times ``dim``). On unit rows,
+  isotropic features give a variance of about ``1 / sqrt(dim)`` and independent
+  dimensions a covariance sum of about ``1 / (batch_size - 1)``, its
+  finite-sample floor (measured: 0.145 and 0.016 at dim 48, batch 64): compare
+  models at one width and one batch size.
 - ``"per_entry"``: per-entry means on the l2-normalised (uncentred) features:
   variance ``mean_d std_d`` (0 for collapsed features), covariance the mean of
   the squared off-diagonal entries of the covariance matrix,
