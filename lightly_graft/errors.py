@@ -24,6 +24,10 @@ class CheckpointError(GraftError):
     """A checkpoint that is missing, unreadable, of another format or mismatched."""
 
 
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint that pickles code a weights-only load does not run."""
+
+
 class DataError(GraftError):
     """A dataset that is missing, empty or malformed."""
 

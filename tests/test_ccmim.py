@@ -21,7 +21,7 @@ def _official_alignment_loss(cls_vis, cls_mask, T=0.5):
     """Sherrylone/ccMIM models_ccmim.py ``forward_alignment_loss`` (after the
     projector), one process: ``concat_all_gather`` (no grad) is a detach and the
     label offset ``N * rank`` is 0.
-    https://github.com/Sherrylone/ccMIM/blob/main/models_ccmim.py"""
+    https://github.com/Sherrylone/ccMIM/blob/fdc90963a78752f51b9fc91361e14f75405d6738/models_ccmim.py#L265-L276"""
     cls_vis = nn.functional.normalize(cls_vis, dim=1)
     cls_mask = nn.functional.normalize(cls_mask, dim=1).detach()
     logits = torch.einsum("nc,mc->nm", [cls_vis, cls_mask]) / T

@@ -11,7 +11,8 @@ from lightly_graft.modules.objectives import build_objective
 
 class _MoCoV3Reference(nn.Module):
     """moco-v3's loss, pasted from
-    https://github.com/facebookresearch/moco-v3/blob/main/moco/builder.py (MoCo.contrastive_loss)
+    https://github.com/facebookresearch/moco-v3/blob/c349e6e24f40d3fedb22d973f92defa4cedf37a7/moco/builder.py#L63-L73
+    (MoCo.contrastive_loss)
     with the distributed gather removed (one process: rank 0)."""
 
     def __init__(self, T: float):

@@ -32,7 +32,8 @@ def _moco_v3_loss(q1, q2, k1, k2, T=0.2):
 
 
 def _plain_moco_v3(model, loader, batch_size):
-    """A plain MoCo v3 training loop (facebookresearch/moco-v3 main_moco.py):
+    """A plain MoCo v3 training loop (facebookresearch/moco-v3 main_moco.py, ``train``,
+    https://github.com/facebookresearch/moco-v3/blob/c349e6e24f40d3fedb22d973f92defa4cedf37a7/main_moco.py#L321-L370):
     momentum update then keys, symmetric loss, AdamW, cosine LR, no stages."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=LR * batch_size / 256, weight_decay=0.0)

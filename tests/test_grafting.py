@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+import pytorch_lightning as pl
 import torch
-from graft_testing import fit_tiny, tiny_method
+from graft_testing import RandomViews, fit_tiny, tiny_method, tiny_trainer
 from torch.testing import assert_close
 
 from lightly_graft import Grafting
@@ -199,6 +201,90 @@ def test_anchor__zero_at_start_and_gradient(mim_checkpoints) -> None:
     assert not any(n.startswith("regularizers") for n in moco.state_dict())
 
 
+def test_anchor__references_are_not_broadcast_by_ddp(mim_checkpoints) -> None:
+    # DDP broadcasts every buffer of the module from rank 0 on every forward.
+    import socket
+
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    paths, _ = mim_checkpoints
+    moco = tiny_method("grafted_moco")
+    Grafting(paths["timm"], format="timm", num_blocks=2, anchor_weight=0.1).graft(moco)
+    anchor = moco.regularizers["graft_anchor"]
+    assert len(anchor.references()) == len(anchor.names) > 0
+    assert list(anchor.buffers()) == [] and list(anchor.parameters()) == []
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1
+    )
+    try:
+        ddp = DistributedDataParallel(moco)
+        broadcast = set(ddp.named_module_buffers)
+    finally:
+        dist.destroy_process_group()
+    assert any("running_mean" in name for name in broadcast)  # the heads' BN
+    assert not any(name.startswith("regularizers") for name in broadcast)
+    assert not any(
+        ref is param for ref in anchor.references() for param in moco.parameters()
+    )
+
+
+def test_anchor__references_follow_device_and_dtype(mim_checkpoints) -> None:
+    paths, source = mim_checkpoints
+    moco = tiny_method("grafted_moco")
+    Grafting(paths["timm"], format="timm", num_blocks=2, anchor_weight=0.1).graft(moco)
+    moco.to(torch.float64)
+    anchor = moco.regularizers["graft_anchor"]
+    assert {r.dtype for r in anchor.references()} == {torch.float64}
+    assert anchor(moco).item() == 0.0
+    index = anchor.names.index("backbone.vit.blocks.0.attn.qkv.weight")
+    assert_close(
+        anchor.references()[index],
+        source["blocks.0.attn.qkv.weight"].double(),
+        rtol=0,
+        atol=0,
+    )
+
+
+def test_anchor__resume_keeps_the_mim_references(
+    mim_checkpoints, tmp_path: Path
+) -> None:
+    paths, source = mim_checkpoints
+    optimizer = {"base_lr": 0.5, "num_stages": 3, "warmup_epochs": 0}
+
+    def grafting() -> Grafting:
+        return Grafting(paths["timm"], format="timm", num_blocks=2, anchor_weight=1.0)
+
+    moco = tiny_method("grafted_moco", num_classes=0, optimizer=optimizer)
+    trainer = fit_tiny(moco, max_steps=2, callbacks=[grafting()])
+    checkpoint = tmp_path / "step2.ckpt"
+    trainer.save_checkpoint(checkpoint)
+    saved = torch.load(checkpoint, weights_only=True)["state_dict"]
+    assert not any(key.startswith("regularizers") for key in saved)
+    trained = moco.backbone.vit.blocks[0].attn.qkv.weight.detach().clone()
+    assert not torch.equal(trained, source["blocks.0.attn.qkv.weight"])
+
+    seen: dict[str, torch.Tensor] = {}
+
+    class Probe(pl.Callback):
+        def on_train_start(self, trainer: pl.Trainer, module: Any) -> None:
+            anchor = module.regularizers["graft_anchor"]
+            index = anchor.names.index("backbone.vit.blocks.0.attn.qkv.weight")
+            seen["reference"] = anchor.references()[index].clone()
+            seen["weight"] = module.backbone.vit.blocks[0].attn.qkv.weight.clone()
+
+    resumed = tiny_method("grafted_moco", num_classes=0, optimizer=optimizer)
+    loader = torch.utils.data.DataLoader(RandomViews(2), batch_size=8)
+    tiny_trainer(max_steps=3, callbacks=[grafting(), Probe()]).fit(
+        resumed, train_dataloaders=loader, ckpt_path=checkpoint
+    )
+    assert_close(seen["weight"], trained, rtol=0, atol=0)  # restored, not re-grafted
+    assert_close(seen["reference"], source["blocks.0.attn.qkv.weight"], rtol=0, atol=0)
+
+
 def test_anchor__l1_gradient_is_sign(mim_checkpoints) -> None:
     paths, _ = mim_checkpoints
     moco = tiny_method("grafted_moco")
@@ -333,3 +419,71 @@ def test_grafting__logs_anchor_distance_per_stage(
         ]
         assert values and values[-1] > 0  # the blocks moved away from the MIM weights
     assert any(r.get("train/graft_anchor") for r in rows)
+
+
+def test_grafting_argument__a_methods_entry_alone_grafts(
+    mim_checkpoints, tmp_path: Path
+) -> None:
+    # lightly's benchmark main.py: the model comes from METHODS[name]["model"](
+    # batch_size_per_device=..., num_classes=...) and pretrain() builds the
+    # Trainer's callbacks itself, without a Grafting.
+    import functools
+
+    from graft_testing import TINY_BACKBONE, TINY_METHOD_ARGS
+    from pytorch_lightning.callbacks import EarlyStopping
+
+    from lightly_graft.methods.grafted_moco import GraftedMoCo, transform
+    from lightly_graft.training.checkpoints import load_encoder_state
+
+    paths, source = mim_checkpoints
+    grafting = Grafting(paths["timm"], format="timm", num_blocks=2, freeze_epochs=5)
+    methods = {
+        "grafted_moco": {
+            "model": functools.partial(
+                GraftedMoCo,
+                backbone=dict(TINY_BACKBONE),
+                optimizer={"base_lr": 0.1, "num_stages": 3, "warmup_epochs": 0},
+                grafting=grafting,
+                **TINY_METHOD_ARGS["grafted_moco"],
+            ),
+            "transform": transform,
+        }
+    }
+    model = methods["grafted_moco"]["model"](batch_size_per_device=8, num_classes=4)
+    assert model.configure_callbacks() == [grafting]
+    trainer = pl.Trainer(
+        max_steps=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[EarlyStopping(monitor="train_loss", patience=10**12)],
+    )
+    loader = torch.utils.data.DataLoader(RandomViews(2), batch_size=8)
+    trainer.fit(model, train_dataloaders=loader)
+    assert grafting in trainer.callbacks
+    assert grafting.report is not None and grafting.report.is_complete
+    online = model.backbone.vit.state_dict()
+    ema = model.backbone_momentum.vit.state_dict()  # EMA of equal tensors: rounding
+    for key in ("cls_token", "blocks.0.attn.qkv.weight", "blocks.1.mlp.fc1.bias"):
+        assert_close(online[key], source[key], rtol=0, atol=0)
+        assert_close(ema[key], source[key])
+    assert not torch.equal(
+        model.backbone.vit.state_dict()["blocks.2.attn.qkv.weight"],
+        source["blocks.2.attn.qkv.weight"],
+    )
+    # The callback is not a hyperparameter: the checkpoint stays weights-only.
+    assert "grafting" not in model.hparams
+    path = tmp_path / "moco.ckpt"
+    trainer.save_checkpoint(path)
+    state, _, _ = load_encoder_state(path, "lightning")
+    assert_close(state["blocks.0.attn.qkv.weight"], source["blocks.0.attn.qkv.weight"])
+    restored = GraftedMoCo.load_from_checkpoint(path, weights_only=True)
+    assert restored.grafting is None
+
+
+def test_grafting_argument__rejects_other_objects(mim_checkpoints) -> None:
+    paths, _ = mim_checkpoints
+    with pytest.raises(TypeError, match="Grafting callback or None, got PosixPath"):
+        tiny_method("mae", grafting=paths["timm"])

@@ -11,7 +11,9 @@ from lightly_graft.functional.reconstruction import mae_loss
 
 class _OfficialMAELoss:
     """facebookresearch/mae models_mae.py, ``patchify`` and ``forward_loss``:
-    https://github.com/facebookresearch/mae/blob/main/models_mae.py"""
+    https://github.com/facebookresearch/mae/blob/efb2a8062c206524e35e47d04501ed4f544c0ae8/models_mae.py#L95-L107
+    and
+    https://github.com/facebookresearch/mae/blob/efb2a8062c206524e35e47d04501ed4f544c0ae8/models_mae.py#L198-L214"""
 
     def __init__(self, patch_size: int, norm_pix_loss: bool):
         self.p = patch_size

@@ -18,7 +18,7 @@ from lightly_graft.modules.objectives import build_objective
 
 def _ctr(q: torch.Tensor, k: torch.Tensor, T: float = 0.2) -> torch.Tensor:
     """moco-v3 builder.py ``contrastive_loss`` (one process):
-    https://github.com/facebookresearch/moco-v3/blob/main/moco/builder.py#L47-L62
+    https://github.com/facebookresearch/moco-v3/blob/c349e6e24f40d3fedb22d973f92defa4cedf37a7/moco/builder.py#L63-L73
     """
     q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
     logits = torch.einsum("nc,mc->nm", [q, k]) / T

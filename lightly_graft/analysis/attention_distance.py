@@ -33,7 +33,10 @@ from lightly_graft.functional.attention import (
 
 @torch.no_grad()
 def measure_attention_distance(
-    vit: VisionTransformer, image_batches: Iterable[Tensor]
+    vit: VisionTransformer,
+    image_batches: Iterable[Tensor],
+    *,
+    renormalize: bool = False,
 ) -> Tensor:
     """Mean attention distance of every head of every block, in pixels.
 
@@ -43,6 +46,8 @@ def measure_attention_distance(
     Args:
         vit: A timm VisionTransformer.
         image_batches: Batches (batch_size, C, H, W) on the model's device.
+        renormalize: Rescale each query's weights over the patches to sum to 1
+            after dropping the prefix tokens (default: no, as the paper's code).
 
     Returns:
         (depth, num_heads) distances averaged over query patches and images.
@@ -53,7 +58,7 @@ def measure_attention_distance(
     vit.eval()
     try:
         for images in image_batches:
-            _add_batch(vit, images, totals)
+            _add_batch(vit, images, totals, renormalize)
             count += images.shape[0]
     finally:
         vit.train(was_training)
@@ -63,7 +68,10 @@ def measure_attention_distance(
 
 
 def _add_batch(
-    vit: VisionTransformer, images: Tensor, totals: dict[int, Tensor]
+    vit: VisionTransformer,
+    images: Tensor,
+    totals: dict[int, Tensor],
+    renormalize: bool,
 ) -> None:
     """Adds batch_size * (per-head distance) of every block to ``totals``."""
     patch_h, patch_w = vit.patch_embed.patch_size
@@ -75,6 +83,7 @@ def _add_batch(
             grid_size=grid,
             patch_size=(patch_h, patch_w),
             num_prefix_tokens=vit.num_prefix_tokens,
+            renormalize=renormalize,
         )
         weighted = distance.cpu() * images.shape[0]
         totals[index] = totals[index] + weighted if index in totals else weighted

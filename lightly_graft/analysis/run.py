@@ -57,6 +57,7 @@ from lightly_graft.data import (
 from lightly_graft.errors import GraftError, did_you_mean, format_options
 from lightly_graft.functional.attention import uniform_attention_distance
 from lightly_graft.functional.gradients import block_parameters
+from lightly_graft.functional.vic import VIC_DEFINITIONS
 from lightly_graft.modules.backbone import BackboneSpec
 from lightly_graft.training.checkpoints import check_format, load_backbone
 
@@ -92,6 +93,8 @@ def run_analysis(
     device: str | torch.device | None = None,
     num_workers: int = 0,
     seed: int = 0,
+    vic_definition: str = "paper",
+    renormalize_attention: bool = False,
 ) -> list[Path]:
     """Runs one analysis over one or more checkpoints and writes PNG + CSV files.
 
@@ -102,7 +105,7 @@ def run_analysis(
         data: ``"default"`` or an ImageFolder-style directory.
         output: Directory for the files (created).
         formats: The checkpoints' format (one for all, or one per checkpoint):
-            ``lightly_graft``, ``lightning``, ``mae`` or ``timm``.
+            ``lightly_graft``, ``lightning``, ``mae``, ``moco_v3`` or ``timm``.
         labels: A name per checkpoint for legends and file names; defaults to
             the file name (or the run directory for ``backbone.pt``).
         num_batches: Batches per checkpoint (t-SNE: num_batches * batch_size
@@ -113,6 +116,10 @@ def run_analysis(
         device: ``"cpu"``, ``"cuda"``, ...; None = CUDA when available.
         num_workers: DataLoader workers.
         seed: Seeds the data subset, the augmentations and t-SNE.
+        vic_definition: ``"paper"`` (the official code's, default) or
+            ``"per_entry"`` (:func:`~lightly_graft.functional.vic.vic_statistics`).
+        renormalize_attention: Rescale attention over patches to sum to 1 after
+            dropping CLS (default: no, as the paper's code).
 
     Returns:
         The files written, PNGs first.
@@ -125,6 +132,12 @@ def run_analysis(
         raise GraftError(
             f"Unknown analysis kind '{kind}'{did_you_mean(kind, KINDS)}; valid "
             f"kinds: {format_options(KINDS)}."
+        )
+    if vic_definition not in VIC_DEFINITIONS:
+        raise GraftError(
+            f"Unknown VIC definition '{vic_definition}'"
+            f"{did_you_mean(vic_definition, VIC_DEFINITIONS)}; valid definitions: "
+            f"{format_options(VIC_DEFINITIONS)}."
         )
     if num_batches < 1 or batch_size < 2:
         raise GraftError(
@@ -139,9 +152,9 @@ def run_analysis(
     if kind == "gradient-conflict":
         return _gradient_conflict(loaded, settings, output, method)
     if kind == "vic":
-        return _vic(loaded, settings, output)
+        return _vic(loaded, settings, output, vic_definition)
     if kind == "attention-distance":
-        return _attention_distance(loaded, settings, output)
+        return _attention_distance(loaded, settings, output, renormalize_attention)
     return _tsne(loaded, settings, output)
 
 
@@ -313,20 +326,25 @@ def _gradient_conflict(
     return pngs + tables
 
 
-def _vic(loaded: Sequence[Checkpoint], settings: _Settings, output: Path) -> list[Path]:
+def _vic(
+    loaded: Sequence[Checkpoint], settings: _Settings, output: Path, definition: str
+) -> list[Path]:
     results = {}
     for checkpoint in loaded:
         transform = settings.two_view_transform(checkpoint.input_size)
         dataset, _ = settings.open(transform, train=False)
         vit = checkpoint.vit.to(settings.device)
         views = (batch[0] for batch in settings.batches(dataset))
-        results[checkpoint.label] = measure_vic(vit, views)
+        results[checkpoint.label] = measure_vic(vit, views, definition=definition)
     title = f"Variance-Invariance-Covariance per block, {settings.data_name} (held-out)"
-    return write_vic(results, output, title=title)
+    return write_vic(results, output, title=title, definition=definition)
 
 
 def _attention_distance(
-    loaded: Sequence[Checkpoint], settings: _Settings, output: Path
+    loaded: Sequence[Checkpoint],
+    settings: _Settings,
+    output: Path,
+    renormalize: bool,
 ) -> list[Path]:
     results = {}
     references = set()
@@ -336,7 +354,9 @@ def _attention_distance(
         )
         vit = checkpoint.vit.to(settings.device)
         images = (batch[0] for batch in settings.batches(dataset))
-        results[checkpoint.label] = measure_attention_distance(vit, images)
+        results[checkpoint.label] = measure_attention_distance(
+            vit, images, renormalize=renormalize
+        )
         patch_h, patch_w = vit.patch_embed.patch_size
         rows, cols = vit.patch_embed.grid_size
         references.add(uniform_attention_distance((rows, cols), (patch_h, patch_w)))

@@ -3,7 +3,12 @@
 Layer Grafted Pre-training (Jiang et al., ICLR 2023), Section 3.4, Fig. 6: the VIC
 statistics (Bardes et al., 2022) of every block's output, token-averaged and
 l2-normalised, between two augmented views; one curve per model. The statistics
-are defined in :mod:`lightly_graft.functional.vic`.
+are defined in :mod:`lightly_graft.functional.vic` (``definition="paper"``, the
+official ``evaluate_VIC``, by default). As the official code does, they are
+computed per batch and averaged over batches (each batch weighs the same);
+``pool_batches=True`` computes them once on all images instead. The covariance
+sum has a finite-sample floor that falls with the batch size, so compare models
+measured with the same batch size.
 """
 
 from __future__ import annotations
@@ -23,7 +28,12 @@ from lightly_graft.analysis.plotting import (
     save_figure,
     write_csv,
 )
-from lightly_graft.functional.vic import VICStatistics, token_average, vic_statistics
+from lightly_graft.functional.vic import (
+    VIC_DEFINITIONS,
+    VICStatistics,
+    token_average,
+    vic_statistics,
+)
 
 STATISTICS = ("variance", "covariance", "invariance")  # the paper's panel order
 
@@ -67,23 +77,38 @@ def measure_vic(
     view_batches: Iterable[Sequence[Tensor]],
     *,
     include_prefix_tokens: bool = True,
+    definition: str = "paper",
     normalize: bool = True,
+    pool_batches: bool = False,
 ) -> list[VICStatistics]:
-    """VIC statistics of every block over all the given image pairs.
+    """VIC statistics of every block over the given image pairs.
 
-    Features of all batches are pooled first, so the statistics are those of the
-    whole set, not an average over batches. The model runs in eval mode.
+    The model runs in eval mode (the official code measures in train mode, which
+    only matters for models with dropout or stochastic depth).
 
     Args:
         vit: A timm VisionTransformer.
         view_batches: Batches of (at least) two views of the same images; the first
-            two are used, each (batch_size, C, H, W) on the model's device.
+            two are used, each (batch_size >= 2, C, H, W) on the model's device.
         include_prefix_tokens: See :func:`block_features`.
-        normalize: l2-normalise the pooled features (the paper does).
+        definition: ``"paper"`` or ``"per_entry"``
+            (:func:`~lightly_graft.functional.vic.vic_statistics`).
+        normalize: Apply the definition's l2 normalisations (the paper does).
+        pool_batches: Compute the statistics once on the features of all batches
+            instead of per batch and averaged over batches (the paper's way;
+            a batch of one image, which has no variance, is then left out).
 
     Returns:
         One :class:`VICStatistics` per block, lowest first.
+
+    Raises:
+        ValueError: No batches, or an unknown ``definition``.
     """
+    if definition not in VIC_DEFINITIONS:
+        raise ValueError(
+            f"Unknown VIC definition '{definition}'; valid definitions: "
+            f"{', '.join(VIC_DEFINITIONS)}."
+        )
     was_training = vit.training
     vit.eval()
     pooled_a: list[list[Tensor]] = []
@@ -99,14 +124,31 @@ def measure_vic(
         vit.train(was_training)
     if not pooled_a:
         raise ValueError("measure_vic got no batches.")
-    return [
-        vic_statistics(
-            torch.cat([batch[i] for batch in pooled_a]),
-            torch.cat([batch[i] for batch in pooled_b]),
-            normalize=normalize,
-        )
-        for i in range(len(pooled_a[0]))
+    depth = len(pooled_a[0])
+    if pool_batches:
+        pooled_a = [[torch.cat([batch[i] for batch in pooled_a]) for i in range(depth)]]
+        pooled_b = [[torch.cat([batch[i] for batch in pooled_b]) for i in range(depth)]]
+    elif len(pooled_a) > 1:  # e.g. a last batch of one image
+        keep = [i for i, batch in enumerate(pooled_a) if batch[0].shape[0] >= 2]
+        pooled_a = [pooled_a[i] for i in keep] or pooled_a
+        pooled_b = [pooled_b[i] for i in keep] or pooled_b
+    per_batch = [
+        [
+            vic_statistics(a[i], b[i], definition=definition, normalize=normalize)
+            for i in range(depth)
+        ]
+        for a, b in zip(pooled_a, pooled_b, strict=True)
     ]
+    return [_mean([batch[i] for batch in per_batch]) for i in range(depth)]
+
+
+def _mean(statistics: Sequence[VICStatistics]) -> VICStatistics:
+    count = len(statistics)
+    return VICStatistics(
+        variance=sum(s.variance for s in statistics) / count,
+        invariance=sum(s.invariance for s in statistics) / count,
+        covariance=sum(s.covariance for s in statistics) / count,
+    )
 
 
 def write_vic(
@@ -115,6 +157,7 @@ def write_vic(
     *,
     title: str = "Variance-Invariance-Covariance per block",
     stem: str = "vic",
+    definition: str = "paper",
 ) -> list[Path]:
     """Writes ``{stem}.png`` (three panels, one curve per model) and ``{stem}.csv``.
 
@@ -123,6 +166,8 @@ def write_vic(
         output: Directory to write into.
         title: Figure title.
         stem: File name stem.
+        definition: The definition the statistics were measured with (axis
+            titles and the CSV's ``definition`` column).
 
     Returns:
         The paths written: PNG, CSV (one row per model and block).
@@ -134,23 +179,42 @@ def write_vic(
             "variance": stats.variance,
             "covariance": stats.covariance,
             "invariance": stats.invariance,
+            "definition": definition,
         }
         for label, per_block in results.items()
         for block, stats in enumerate(per_block)
     ]
-    csv_path = write_csv(output / f"{stem}.csv", rows, ["label", "block", *STATISTICS])
-    png = save_figure(plot_vic(results, title=title), output / f"{stem}.png")
+    csv_path = write_csv(
+        output / f"{stem}.csv", rows, ["label", "block", *STATISTICS, "definition"]
+    )
+    figure = plot_vic(results, title=title, definition=definition)
+    png = save_figure(figure, output / f"{stem}.png")
     return [png, csv_path]
 
 
-def plot_vic(results: Mapping[str, Sequence[VICStatistics]], *, title: str) -> Figure:
-    """Variance, covariance and invariance against block index, one line per model."""
-    figure = new_figure(3, width=4.6, height=3.8)
-    descriptions = {
+_DESCRIPTIONS = {
+    "paper": {
+        "variance": "Variance (mean sqrt(var + 1e-4), centred)",
+        "covariance": "Covariance (sum sq. off-diagonal, centred)",
+        "invariance": "Invariance (MSE between views)",
+    },
+    "per_entry": {
         "variance": "Variance (mean std per dim)",
         "covariance": "Covariance (mean sq. off-diagonal)",
         "invariance": "Invariance (MSE between views)",
-    }
+    },
+}
+
+
+def plot_vic(
+    results: Mapping[str, Sequence[VICStatistics]],
+    *,
+    title: str,
+    definition: str = "paper",
+) -> Figure:
+    """Variance, covariance and invariance against block index, one line per model."""
+    figure = new_figure(3, width=4.6, height=3.8)
+    descriptions = _DESCRIPTIONS[definition]
     depth = max((len(v) for v in results.values()), default=1)
     for axes, name in zip(figure.axes, STATISTICS, strict=True):
         for (label, per_block), color in zip(
@@ -178,7 +242,8 @@ def plot_vic(results: Mapping[str, Sequence[VICStatistics]], *, title: str) -> F
         fontsize=9,
     )
     figure.suptitle(
-        f"{title}\n(token-averaged, l2-normalised block outputs of two views)",
+        f"{title}\n(token-averaged, l2-normalised block outputs of two views; "
+        f"definition '{definition}')",
         fontsize=11,
     )
     return figure

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from lightly_graft.functional.vic import VIC_DEFINITIONS
 from lightly_graft.training.checkpoints import FORMATS
 
 KINDS = ("gradient-conflict", "vic", "attention-distance", "tsne")
@@ -79,6 +80,24 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--num-workers", type=int, default=0, help="DataLoader workers (default: 0)"
     )
     parser.add_argument(
+        "--vic-definition",
+        default="paper",
+        choices=VIC_DEFINITIONS,
+        help=(
+            "vic: 'paper' (the official evaluate_VIC: centred and re-normalised, "
+            "sqrt(var + 1e-4), summed squared covariances; default) or "
+            "'per_entry' (uncentred, mean std and mean squared covariance)"
+        ),
+    )
+    parser.add_argument(
+        "--renormalize-attention",
+        action="store_true",
+        help=(
+            "attention-distance: rescale each query's attention over the patches "
+            "to sum to 1 after dropping CLS (default: as the paper's code, no)"
+        ),
+    )
+    parser.add_argument(
         "--seed",
         type=int,
         default=0,
@@ -103,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         num_workers=args.num_workers,
         seed=args.seed,
+        vic_definition=args.vic_definition,
+        renormalize_attention=args.renormalize_attention,
     )
     for path in paths:
         print(path)

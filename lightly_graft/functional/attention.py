@@ -7,11 +7,17 @@ the query patch's centre and every key patch's centre; averaged over query patch
 and images. It is the "receptive field size" of a head.
 
 Prefix tokens (CLS, registers) are excluded: they have no position in the image.
-We drop them as queries and as keys and renormalise each query's remaining weights
-to sum to 1, so a head that sends most of its attention to CLS is measured by where
-the rest of its attention goes. (Implementations that drop the CLS column without
-renormalising, e.g. probing-vits ``compute_mean_attention_dist``, count attention to
-CLS as distance 0; pass ``renormalize=False`` for that.)
+By default (``renormalize=False``) we drop their rows and columns and keep the
+remaining weights as they are, as the paper's own code does
+(``eval_attn_dist.py`` in VITA-Group/layerGraftedPretraining_ICLR23, commit
+f1862e1, ``attn[:, :, 1:, 1:]`` into ``compute_mean_attention_dist``; likewise
+probing-vits): attention a query sends to CLS counts as distance 0, so a head
+that attends mostly to CLS looks local. ``renormalize=True`` rescales each query's
+weights over the patches to sum to 1 instead, which measures where the rest of
+the attention goes. On near-uniform maps the kept value is the renormalised one
+times the share of attention on patches (random maps of a 4 x 4 grid of 16 px
+patches: 30.1 px kept vs 32.0 px renormalised); heads that attend much to CLS
+differ much more.
 
 timm's ``Attention`` runs fused ``scaled_dot_product_attention`` and never builds
 the attention matrix, and timm has no hook that returns it, so
@@ -201,7 +207,7 @@ def mean_attention_distance(
     grid_size: tuple[int, int],
     patch_size: tuple[int, int],
     num_prefix_tokens: int = 1,
-    renormalize: bool = True,
+    renormalize: bool = False,
 ) -> Tensor:
     """Mean attention distance in pixels per head (Dosovitskiy et al., Fig. 7).
 
@@ -212,7 +218,8 @@ def mean_attention_distance(
         patch_size: (height, width) of a patch in pixels.
         num_prefix_tokens: Leading tokens without a position (CLS, registers),
             dropped as queries and keys.
-        renormalize: Rescale each query's weights over patches to sum to 1.
+        renormalize: Rescale each query's weights over patches to sum to 1
+            (default: keep them as they are, as the paper's code does).
 
     Returns:
         (num_heads,) distance averaged over query patches and images (float64).

@@ -6,7 +6,11 @@ It follows the contract of lightly's own benchmark methods
 detached features trained alongside when labels are present, the online
 classifier's accuracy logged in ``validation_step``, and a module-level default
 ``transform`` in each method's module. On top it adds what the grafting
-callbacks need: ``encoders()``, ``regularizers`` and stage-wise optimizers.
+callbacks need: ``encoders()``, ``regularizers`` and stage-wise optimizers, and
+a ``grafting`` argument whose callback the method returns from
+``configure_callbacks()``: a benchmark script that builds the Trainer itself (as
+lightly's does, inside ``pretrain()``) then grafts from a ``METHODS`` entry alone,
+e.g. ``functools.partial(GraftedMoCo, grafting=Grafting(...))``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from lightly.utils.benchmarking import OnlineLinearClassifier
 from torch import Tensor, nn
 
 from lightly_graft.modules.backbone import BackboneSpec, build_vit, wrap_vit
+from lightly_graft.training.grafting import Grafting
 from lightly_graft.training.optimizer import GraftedStageOptimizer
 
 BackboneLike = BackboneSpec | Mapping[str, Any] | str
@@ -57,6 +62,10 @@ class SSLMethod(pl.LightningModule):
         backbone: timm ViT name, :class:`BackboneSpec` or mapping.
         optimizer: :class:`GraftedStageOptimizer` (or its fields as a mapping);
             None = the method's paper default (``default_optimizer()``).
+        grafting: A :class:`~lightly_graft.training.grafting.Grafting` callback,
+            returned by :meth:`configure_callbacks` (Lightning adds it to the
+            Trainer's callbacks at ``fit``, in place of any other ``Grafting``
+            there). Not a hyperparameter: checkpoints do not store it.
     """
 
     def __init__(
@@ -66,12 +75,20 @@ class SSLMethod(pl.LightningModule):
         num_classes: int,
         backbone: BackboneLike,
         optimizer: OptimizerLike,
+        grafting: Grafting | None = None,
     ) -> None:
         super().__init__()
         if batch_size_per_device <= 0:
             raise ValueError(
                 f"batch_size_per_device must be positive, got {batch_size_per_device}."
             )
+        if grafting is not None and not isinstance(grafting, Grafting):
+            raise TypeError(
+                f"grafting must be a lightly_graft Grafting callback or None, got "
+                f"{type(grafting).__name__}: build it as Grafting(checkpoint, "
+                "format=...)."
+            )
+        self.grafting = grafting
         self.batch_size_per_device = batch_size_per_device
         self.num_classes = num_classes
         self.backbone_spec = BackboneSpec.coerce(backbone)
@@ -118,13 +135,17 @@ class SSLMethod(pl.LightningModule):
         ``load_from_checkpoint`` can rebuild a subclass with another signature
         (``MaskedBYOL(MaskedMoCo(GraftedMoCo))``).
         """
-        self.save_hyperparameters(ignore=["backbone", "optimizer"])
+        self.save_hyperparameters(ignore=["backbone", "optimizer", "grafting"])
         accepted = inspect.signature(type(self).__init__).parameters
         self.remove_ignored_hparams([k for k in self.hparams if k not in accepted])
         self.hparams["backbone"] = self.backbone_spec.to_dict()
         self.hparams["optimizer"] = self.optimizer_spec.to_dict()
 
     # -- shared behaviour ----------------------------------------------------
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """The ``grafting`` callback given to the constructor, if any."""
+        return [] if self.grafting is None else [self.grafting]
+
     def forward(self, images: Tensor) -> Tensor:
         """(batch_size, C, H, W) -> (batch_size, embed_dim) pooled features."""
         return self.backbone(images)

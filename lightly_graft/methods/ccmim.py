@@ -35,6 +35,7 @@ from lightly_graft.methods.mae import MAE, make_transform
 from lightly_graft.modules.heads import mlp_head
 from lightly_graft.modules.masked_reconstruction import reconstruct_masked
 from lightly_graft.modules.objectives.ccmim import CCMIMObjective
+from lightly_graft.training.grafting import Grafting
 
 __all__ = ["CCMIM", "make_transform", "transform"]
 
@@ -65,6 +66,9 @@ class CCMIM(MAE):
         gather_distributed: Gather the masked-set keys across ranks (official).
         optimizer: MAE's default (AdamW, base LR 1.5e-4, wd 0.05, betas 0.9/0.95;
             ccMIM §C).
+        grafting: A :class:`~lightly_graft.training.grafting.Grafting` callback;
+            the method returns it from ``configure_callbacks()``, so it grafts
+            without being added to the Trainer's callbacks (None: no graft).
     """
 
     def __init__(
@@ -85,6 +89,7 @@ class CCMIM(MAE):
         random_masking: bool = False,
         gather_distributed: bool = False,
         optimizer: OptimizerLike = None,
+        grafting: Grafting | None = None,
     ) -> None:
         super().__init__(
             batch_size_per_device=batch_size_per_device,
@@ -96,6 +101,7 @@ class CCMIM(MAE):
             decoder_num_heads=decoder_num_heads,
             norm_pix=norm_pix,
             optimizer=optimizer,
+            grafting=grafting,
         )
         self.random_masking = random_masking
         # Official projector: Linear(no bias) -> BN -> ReLU -> Linear(no bias) ->

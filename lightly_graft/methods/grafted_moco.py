@@ -4,7 +4,8 @@ An online ViT + projector + predictor and a momentum ViT + projector (cosine
 momentum 0.99 -> 1), MoCo v3's symmetric InfoNCE (or any two-view objective of
 the registry), stage-wise LRs ``[1.5e-5, 1.5e-5, 1.5e-4]`` (Layer Grafted A.5).
 Grafting the MIM weights is the :class:`~lightly_graft.training.grafting.Grafting`
-callback's job; without it this is plain MoCo v3 (ViT).
+callback's job (among the Trainer's callbacks, or given as ``grafting=``); without
+it this is plain MoCo v3 (ViT).
 
 Reference: facebookresearch/moco-v3 ``moco/builder.py`` (MoCo_ViT) and
 VITA-Group/layerGraftedPretraining_ICLR23.
@@ -30,6 +31,7 @@ from lightly_graft.methods.base import (
 from lightly_graft.methods.transforms import two_view_transform
 from lightly_graft.modules.heads import Norm, mlp_head
 from lightly_graft.modules.objectives import accepted_arguments, build_objective
+from lightly_graft.training.grafting import Grafting
 from lightly_graft.training.optimizer import GraftedStageOptimizer
 
 make_transform = two_view_transform
@@ -68,6 +70,9 @@ class GraftedMoCo(SSLMethod):
         gather_distributed: Gather keys across ranks for the negatives.
         optimizer: Default AdamW, stage base LRs [1.5e-5, 1.5e-5, 1.5e-4], wd 0.1,
             40 warmup epochs (of 300), LRs scaled by batch/256.
+        grafting: A :class:`~lightly_graft.training.grafting.Grafting` callback;
+            the method returns it from ``configure_callbacks()``, so it grafts
+            without being added to the Trainer's callbacks (None: no graft).
     """
 
     def __init__(
@@ -89,12 +94,14 @@ class GraftedMoCo(SSLMethod):
         freeze_patch_embed: bool = True,
         gather_distributed: bool = False,
         optimizer: OptimizerLike = None,
+        grafting: Grafting | None = None,
     ) -> None:
         super().__init__(
             batch_size_per_device=batch_size_per_device,
             num_classes=num_classes,
             backbone=backbone,
             optimizer=optimizer,
+            grafting=grafting,
         )
         self.momentum_start = momentum_start
         self.momentum_end = momentum_end

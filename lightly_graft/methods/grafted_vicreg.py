@@ -18,6 +18,7 @@ from lightly_graft.methods.grafted_moco import GraftedMoCo
 from lightly_graft.methods.transforms import two_view_transform
 from lightly_graft.modules.heads import vicreg_expander
 from lightly_graft.modules.objectives import build_objective
+from lightly_graft.training.grafting import Grafting
 from lightly_graft.training.optimizer import GraftedStageOptimizer
 
 make_transform = two_view_transform
@@ -41,6 +42,9 @@ class GraftedVICReg(SSLMethod):
         gather_distributed: Gather embeddings across ranks.
         optimizer: Default: GraftedMoCo's (the paper gives no VICReg-specific
             settings for Table 4).
+        grafting: A :class:`~lightly_graft.training.grafting.Grafting` callback;
+            the method returns it from ``configure_callbacks()``, so it grafts
+            without being added to the Trainer's callbacks (None: no graft).
     """
 
     def __init__(
@@ -57,12 +61,14 @@ class GraftedVICReg(SSLMethod):
         freeze_patch_embed: bool = True,
         gather_distributed: bool = False,
         optimizer: OptimizerLike = None,
+        grafting: Grafting | None = None,
     ) -> None:
         super().__init__(
             batch_size_per_device=batch_size_per_device,
             num_classes=num_classes,
             backbone=backbone,
             optimizer=optimizer,
+            grafting=grafting,
         )
         if freeze_patch_embed:
             self.backbone.vit.patch_embed.requires_grad_(False)

@@ -19,6 +19,7 @@ from lightly_graft.methods.base import (
 from lightly_graft.modules.decoder import MAEDecoder
 from lightly_graft.modules.masked_reconstruction import reconstruct_masked
 from lightly_graft.modules.objectives import build_objective
+from lightly_graft.training.grafting import Grafting
 from lightly_graft.training.optimizer import GraftedStageOptimizer
 
 
@@ -53,6 +54,9 @@ class MAE(SSLMethod):
         norm_pix: Per-patch normalised pixel targets (MAE's ``norm_pix_loss``).
         optimizer: Default AdamW, base LR 1.5e-4, betas (0.9, 0.95), wd 0.05,
             40 warmup epochs, one LR for all blocks.
+        grafting: A :class:`~lightly_graft.training.grafting.Grafting` callback;
+            the method returns it from ``configure_callbacks()``, so it grafts
+            without being added to the Trainer's callbacks (None: no graft).
     """
 
     num_views = 1
@@ -69,12 +73,14 @@ class MAE(SSLMethod):
         decoder_num_heads: int = 16,
         norm_pix: bool = True,
         optimizer: OptimizerLike = None,
+        grafting: Grafting | None = None,
     ) -> None:
         super().__init__(
             batch_size_per_device=batch_size_per_device,
             num_classes=num_classes,
             backbone=backbone,
             optimizer=optimizer,
+            grafting=grafting,
         )
         if not 0.0 < mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}.")

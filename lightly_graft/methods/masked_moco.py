@@ -30,6 +30,7 @@ from lightly_graft.modules.heads import Norm, mlp_head
 from lightly_graft.modules.objectives.masked_contrastive import (
     MaskedContrastiveObjective,
 )
+from lightly_graft.training.grafting import Grafting
 from lightly_graft.training.optimizer import GraftedStageOptimizer
 
 
@@ -94,6 +95,9 @@ class MaskedMoCo(GraftedMoCo):
             each image's n chunk representations.
         optimizer: Default (§3.1, Table 8): AdamW, base LR 1.5e-4 x batch/256,
             betas (0.9, 0.95), wd 0.1, 20 warmup epochs, one LR for all blocks.
+        grafting: A :class:`~lightly_graft.training.grafting.Grafting` callback;
+            the method returns it from ``configure_callbacks()``, so it grafts
+            without being added to the Trainer's callbacks (None: no graft).
     """
 
     def __init__(
@@ -119,6 +123,7 @@ class MaskedMoCo(GraftedMoCo):
         gather_distributed: bool = False,
         log_kappa: bool = True,
         optimizer: OptimizerLike = None,
+        grafting: Grafting | None = None,
     ) -> None:
         super().__init__(
             batch_size_per_device=batch_size_per_device,
@@ -136,6 +141,7 @@ class MaskedMoCo(GraftedMoCo):
             freeze_patch_embed=freeze_patch_embed,
             gather_distributed=gather_distributed,
             optimizer=optimizer,
+            grafting=grafting,
         )
         num_patches = self.backbone.vit.patch_embed.num_patches
         check_num_chunks(num_patches, num_chunks, drop_remainder)
@@ -271,6 +277,7 @@ class MaskedBYOL(MaskedMoCo):
         freeze_patch_embed: bool = False,
         log_kappa: bool = True,
         optimizer: OptimizerLike = None,
+        grafting: Grafting | None = None,
     ) -> None:
         super().__init__(
             batch_size_per_device=batch_size_per_device,
@@ -291,4 +298,5 @@ class MaskedBYOL(MaskedMoCo):
             freeze_patch_embed=freeze_patch_embed,
             log_kappa=log_kappa,
             optimizer=optimizer,
+            grafting=grafting,
         )

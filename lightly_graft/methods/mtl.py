@@ -29,6 +29,7 @@ from lightly_graft.modules.decoder import MAEDecoder
 from lightly_graft.modules.heads import Norm
 from lightly_graft.modules.masked_reconstruction import reconstruct_masked
 from lightly_graft.modules.objectives import build_objective
+from lightly_graft.training.grafting import Grafting
 from lightly_graft.training.optimizer import GraftedStageOptimizer
 
 
@@ -86,6 +87,9 @@ class MTL(GraftedMoCo):
         optimizer: Default AdamW, base LR 1.5e-4 x batch/256 for every block,
             wd 0.1, 40 warmup epochs (MoCo v3's ViT settings; the paper gives
             no MTL-specific ones).
+        grafting: A :class:`~lightly_graft.training.grafting.Grafting` callback;
+            the method returns it from ``configure_callbacks()``, so it grafts
+            without being added to the Trainer's callbacks (None: no graft).
     """
 
     num_views = 3
@@ -114,6 +118,7 @@ class MTL(GraftedMoCo):
         cl_weight: float = 1.0,
         gather_distributed: bool = False,
         optimizer: OptimizerLike = None,
+        grafting: Grafting | None = None,
     ) -> None:
         super().__init__(
             batch_size_per_device=batch_size_per_device,
@@ -130,6 +135,7 @@ class MTL(GraftedMoCo):
             freeze_patch_embed=freeze_patch_embed,
             gather_distributed=gather_distributed,
             optimizer=optimizer,
+            grafting=grafting,
         )
         if not 0.0 < mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}.")

@@ -24,6 +24,7 @@ SET_BY_RECIPE = {
     "optimizer": "the stage's `optimizer` section",
     "batch_size_per_device": "the stage's `batch_size`",
     "num_classes": "the pipeline (from the data)",
+    "grafting": "the stage's `graft` section",
 }
 
 

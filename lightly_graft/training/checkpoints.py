@@ -7,19 +7,33 @@ Formats (never guessed from the keys a file happens to hold):
 - ``lightning``: a Lightning checkpoint of a zoo method; the online encoder is
   ``state_dict["backbone.vit.*"]`` and the architecture is in
   ``hyper_parameters["backbone"]``.
-- ``mae``: facebookresearch/mae's ``{"model": state_dict}`` in timm names
-  (``mae_pretrain_vit_base.pth``; full training checkpoints also hold the
-  decoder, whose keys are skipped).
+- ``mae``: facebookresearch/mae's ``{"model": state_dict}`` in timm names: the
+  released encoder-only ``mae_pretrain_vit_*.pth``, or a training checkpoint
+  ``checkpoint-N.pth`` of ``util/misc.py:save_model``, ``{"model", "optimizer",
+  "epoch", "scaler", "args"}``, whose ``model`` also holds the decoder
+  (``mask_token``, ``decoder_*``: skipped).
+- ``moco_v3``: facebookresearch/moco-v3's ``main_moco.py`` checkpoint,
+  ``{"epoch", "arch", "state_dict", "optimizer", "scaler"}``; the encoder is
+  ``state_dict["module.base_encoder.*"]`` in timm names, whose ``head.*`` is the
+  projector (skipped, as ``convert_to_deit.py`` drops it); the momentum encoder
+  and the predictor are skipped too.
 - ``timm``: a plain timm state dict (a run's ``backbone.pt``; the architecture is
   in ``backbone.json`` beside it).
 
-Everything is read with ``torch.load(weights_only=True)``.
+Everything is read with ``torch.load(weights_only=True)``, which rebuilds only
+tensors, plain containers and the types in ``SAFE_GLOBALS``; a pickle that would
+call anything else (and so could run code) is refused with an
+:class:`~lightly_graft.errors.UnsafeCheckpointError`.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
-from collections.abc import Mapping
+import pickle
+import re
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +41,23 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor
 
-from lightly_graft.errors import CheckpointError, did_you_mean, format_options
+from lightly_graft.errors import (
+    CheckpointError,
+    UnsafeCheckpointError,
+    did_you_mean,
+    format_options,
+)
 from lightly_graft.modules.backbone import BackboneSpec, build_vit
 
-FORMATS = ("lightly_graft", "lightning", "mae", "timm")
+FORMATS = ("lightly_graft", "lightning", "mae", "moco_v3", "timm")
 LIGHTNING_ENCODER_PREFIX = "backbone.vit."
+MOCO_V3_ENCODER_PREFIX = "module.base_encoder."
+#: The classes, beyond tensors and plain containers, that the checkpoints of the
+#: named formats hold, and the only ones a load rebuilds: facebookresearch/mae's
+#: training checkpoints store the run's ``argparse.Namespace`` as ``args``
+#: (rebuilding one sets attributes; it calls nothing).
+SAFE_GLOBALS: tuple[type, ...] = (argparse.Namespace,)
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 SPEC_FILE = "backbone.json"
 # Keys of a timm/MAE file that are not part of the encoder: classifier heads and
 # MAE's decoder. They are reported as skipped, never loaded.
@@ -48,21 +74,57 @@ def check_format(format: str) -> str:
 
 
 def read_checkpoint(path: str | Path) -> Any:
-    """``torch.load(path, map_location='cpu', weights_only=True)`` with clear errors."""
+    """``torch.load(path, map_location='cpu', weights_only=True)``, allowing
+    ``SAFE_GLOBALS``, with clear errors.
+
+    Raises:
+        UnsafeCheckpointError: The file pickles a class or function that a
+            weights-only load does not rebuild (loading it could run code).
+        CheckpointError: The file is missing or not a readable PyTorch file.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
             f"Checkpoint '{path}' does not exist (or is not a file). Check the path."
         )
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for unreadable files
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise CheckpointError(
-            f"Checkpoint '{path}' cannot be read as a PyTorch file with "
-            f"weights_only=True ({type(error).__name__}: {first_line}). Is it a "
-            "complete .pt/.pth/.ckpt file?"
+        with _safe_globals():
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        refused = _REFUSED_GLOBAL.search(str(error))
+        if refused is None:
+            raise _unreadable(path, error) from None
+        allowed = ", ".join(f"{t.__module__}.{t.__qualname__}" for t in SAFE_GLOBALS)
+        raise UnsafeCheckpointError(
+            f"Checkpoint '{path}' pickles '{refused.group(1)}', which a "
+            "weights-only load refuses: unpickling it could run code. Only "
+            f"tensors, plain containers and {allowed} are read. If you trust "
+            "the file, load it yourself with torch.load(..., weights_only=False), "
+            "save its weights alone with torch.save(state_dict, 'weights.pt') and "
+            "pass that file as format 'timm'."
         ) from None
+    except Exception as error:  # torch raises many types for unreadable files
+        raise _unreadable(path, error) from None
+
+
+@contextlib.contextmanager
+def _safe_globals() -> Iterator[None]:
+    allow = getattr(torch.serialization, "safe_globals", None)
+    if allow is None:  # torch 2.4 has only the process-wide allow-list
+        torch.serialization.add_safe_globals(list(SAFE_GLOBALS))
+        yield
+        return
+    with allow(list(SAFE_GLOBALS)):
+        yield
+
+
+def _unreadable(path: Path, error: Exception) -> CheckpointError:
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return CheckpointError(
+        f"Checkpoint '{path}' cannot be read as a PyTorch file with "
+        f"weights_only=True ({type(error).__name__}: {first_line}). Is it a "
+        "complete .pt/.pth/.ckpt file?"
+    )
 
 
 def _keys_preview(obj: Any) -> str:
@@ -79,6 +141,11 @@ def _format_hint(obj: Any) -> str:
         return ""
     if obj.get("format") == "lightly_graft":
         return " It looks like a 'lightly_graft' file."
+    state = obj.get("state_dict")
+    if isinstance(state, Mapping) and any(
+        str(k).startswith(MOCO_V3_ENCODER_PREFIX) for k in state
+    ):
+        return " It looks like a 'moco_v3' checkpoint."
     if "pytorch-lightning_version" in obj or "state_dict" in obj:
         return " It looks like a 'lightning' checkpoint."
     if "model" in obj:
@@ -156,6 +223,8 @@ def load_encoder_state(
         if not (isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping)):
             raise _wrong_format(path, format, obj, "it should hold 'model'")
         state = dict(obj["model"])
+    elif format == "moco_v3":
+        return _moco_v3_encoder(path, obj)
     else:
         if not (
             isinstance(obj, Mapping)
@@ -168,6 +237,31 @@ def load_encoder_state(
         state = dict(obj)
     state, skipped = split_encoder_state(state)
     return state, spec, skipped
+
+
+def _moco_v3_encoder(path: Path, obj: Any) -> tuple[dict[str, Tensor], None, list[str]]:
+    """The base encoder of a moco-v3 ``main_moco.py`` checkpoint, as
+    ``load_encoder_state`` returns it (skipped keys in the file's names)."""
+    if not (isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping)):
+        raise _wrong_format(
+            path, "moco_v3", obj, "it should hold 'state_dict' (main_moco.py's layout)"
+        )
+    full = obj["state_dict"]
+    prefix = MOCO_V3_ENCODER_PREFIX
+    encoder = {k[len(prefix) :]: v for k, v in full.items() if k.startswith(prefix)}
+    if not encoder:
+        prefixes = sorted({".".join(str(k).split(".")[:2]) for k in full})[:6]
+        raise CheckpointError(
+            f"MoCo v3 checkpoint '{path}' has no '{prefix}*' weights (its "
+            f"state_dict keys start with {prefixes}): main_moco.py saves the "
+            "DistributedDataParallel model, whose online encoder is "
+            f"'{prefix}*'. Pass the format that matches the file."
+        )
+    state, heads = split_encoder_state(encoder)
+    skipped = [prefix + k for k in heads] + [
+        k for k in full if not k.startswith(prefix)
+    ]
+    return state, None, skipped
 
 
 def resolve_spec(

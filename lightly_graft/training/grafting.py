@@ -14,7 +14,7 @@ other would silently scramble positions.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,9 +85,14 @@ def grafted_keys(
 class AnchorRegularizer(nn.Module):
     """``weight * sum ||theta - theta_mim||_p^p`` over named parameters of a model.
 
-    The MIM weights are non-persistent buffers (they follow the module across
-    devices, are never optimizer parameters and are not written into
-    checkpoints); ``forward(model)`` reads the current parameters by name.
+    The MIM weights are plain tensors the module holds, neither parameters nor
+    buffers: the optimizer never sees them, DDP does not broadcast them from rank
+    0 on every step (it does so for every buffer, persistent or not: about 600 MB
+    a step for ViT-L's 12 anchored blocks in float32), and checkpoints do not
+    store them (a resumed run reads them again from the graft checkpoint, in
+    :meth:`Grafting.setup`, before the checkpoint restores the trained weights).
+    They follow the module's moves across devices and dtypes as buffers would.
+    ``forward(model)`` reads the current parameters by name.
     """
 
     def __init__(
@@ -101,15 +106,24 @@ class AnchorRegularizer(nn.Module):
         super().__init__()
         if p not in (1, 2):
             raise ValueError(f"anchor p must be 1 or 2, got {p}.")
+        if len(references) != len(names):
+            raise ValueError(
+                f"got {len(references)} reference tensors for {len(names)} names."
+            )
         self.names = list(names)
         self.stages = list(stages)
         self.weight = weight
         self.p = p
-        for i, ref in enumerate(references):
-            self.register_buffer(f"ref{i}", ref.detach().clone(), persistent=False)
+        self._references = [ref.detach().clone() for ref in references]
 
     def references(self) -> list[Tensor]:
-        return [getattr(self, f"ref{i}") for i in range(len(self.names))]
+        return list(self._references)
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> Any:
+        # nn.Module.to/cuda/half/... reach plain tensor attributes only here.
+        super()._apply(fn, recurse)
+        self._references = [fn(ref) for ref in self._references]
+        return self
 
     def forward(self, model: nn.Module) -> Tensor:
         params = [model.get_parameter(n) for n in self.names]
@@ -158,7 +172,10 @@ class Grafting(pl.Callback):
 
     Args:
         checkpoint: Path of the step-i checkpoint.
-        format: Its format: ``lightly_graft``, ``lightning``, ``mae`` or ``timm``.
+        format: Its format, one of ``training.checkpoints.FORMATS``:
+            ``lightly_graft``, ``lightning``, ``mae`` (the released encoder or a
+            training checkpoint), ``moco_v3`` (``main_moco.py``'s checkpoint,
+            for CL->MIM) or ``timm``.
         num_blocks: Graft the embeddings and blocks ``[0, num_blocks)``; None =
             all blocks. 0 grafts nothing (plain training from scratch).
         graft_norm: Also load the final norm; default: when all blocks are grafted.

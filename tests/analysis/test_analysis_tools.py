@@ -26,6 +26,7 @@ from lightly_graft.analysis import (
 from lightly_graft.analysis.vic import block_features
 from lightly_graft.functional.attention import attention_maps, mean_attention_distance
 from lightly_graft.functional.gradients import block_parameters
+from lightly_graft.functional.vic import vic_statistics
 
 DEPTH = 3
 
@@ -126,6 +127,48 @@ def test_measure_vic__identical_views_and_writes(tmp_path: Path) -> None:
         (label, block) for label in "ab" for block in range(DEPTH)
     ]
     assert all(float(r["invariance"]) > 0 for r in rows if r["label"] == "b")
+    assert {r["definition"] for r in rows} == {"paper"}
+
+
+def test_measure_vic__averages_batches_as_the_paper_or_pools() -> None:
+    vit = _tiny_vit().eval()
+    batches = [
+        (x, x + 0.3 * torch.randn_like(x))
+        for x in (torch.randn(4, 3, 16, 16) for _ in range(3))
+    ]
+    per_batch = [
+        [
+            vic_statistics(a, b)
+            for a, b in zip(
+                block_features(vit, views[0]),
+                block_features(vit, views[1]),
+                strict=True,
+            )
+        ]
+        for views in batches
+    ]
+    measured = measure_vic(vit, batches)
+    for block, stats in enumerate(measured):
+        for name in ("variance", "invariance", "covariance"):
+            expected = np.mean([getattr(b[block], name) for b in per_batch])
+            assert getattr(stats, name) == pytest.approx(expected, rel=1e-9)
+    one_more = [*batches, (torch.randn(1, 3, 16, 16),) * 2]  # no variance: left out
+    assert measure_vic(vit, one_more) == measured
+    pooled = measure_vic(vit, batches, pool_batches=True, definition="per_entry")
+    features = [
+        [
+            torch.cat(f)
+            for f in zip(*(block_features(vit, v[i]) for v in batches), strict=True)
+        ]
+        for i in (0, 1)
+    ]
+    for block, stats in enumerate(pooled):
+        expected = vic_statistics(
+            features[0][block], features[1][block], definition="per_entry"
+        )
+        assert stats.variance == pytest.approx(expected.variance, rel=1e-9)
+        assert stats.covariance == pytest.approx(expected.covariance, rel=1e-9)
+        assert stats.invariance == pytest.approx(expected.invariance, rel=1e-9)
 
 
 def test_measure_attention_distance__matches_batchwise_reference(

@@ -136,7 +136,9 @@ def _assert_png(path: Path) -> None:
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def _analyze(kind: str, checkpoints: dict[str, Path], data: Path, out: Path) -> int:
+def _analyze(
+    kind: str, checkpoints: dict[str, Path], data: Path, out: Path, *extra: str
+) -> int:
     return main(
         [
             "analyze",
@@ -154,6 +156,7 @@ def _analyze(kind: str, checkpoints: dict[str, Path], data: Path, out: Path) -> 
             "4",
             "--device",
             "cpu",
+            *extra,
         ]
     )
 
@@ -179,6 +182,33 @@ def test_analyze__writes_png_and_csv_per_block(
     rows = _rows(tmp_path / f"{stem}.csv")
     assert [int(r["block"]) for r in rows] == list(range(DEPTH))
     assert {r["label"] for r in rows} == {"run_a"}  # the run directory's name
+
+
+def test_analyze__definition_flags_reach_the_measurements(
+    checkpoints: dict[str, Path], image_folder: Path, tmp_path: Path
+) -> None:
+    runs = {}
+    for name, kind, stem, extra in [
+        ("paper", "vic", "vic", ()),
+        ("per_entry", "vic", "vic", ("--vic-definition", "per_entry")),
+        ("kept", "attention-distance", "attention_distance", ()),
+        (
+            "renormalized",
+            "attention-distance",
+            "attention_distance",
+            ("--renormalize-attention",),
+        ),
+    ]:
+        out = tmp_path / name
+        assert _analyze(kind, checkpoints, image_folder, out, *extra) == 0
+        runs[name] = _rows(out / f"{stem}.csv")
+    assert {r["definition"] for r in runs["per_entry"]} == {"per_entry"}
+    for paper, per_entry in zip(runs["paper"], runs["per_entry"], strict=True):
+        assert paper["definition"] == "paper"
+        assert paper["invariance"] == per_entry["invariance"]
+        assert float(paper["covariance"]) > float(per_entry["covariance"])
+    for kept, renormalized in zip(runs["kept"], runs["renormalized"], strict=True):
+        assert float(kept["mean_distance_px"]) < float(renormalized["mean_distance_px"])
 
 
 def test_analyze_tsne__one_row_per_sample(

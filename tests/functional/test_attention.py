@@ -16,6 +16,54 @@ from lightly_graft.functional.attention import (
     patch_distance_matrix,
 )
 
+# The paper's own attention distance, pasted from
+# https://github.com/VITA-Group/layerGraftedPretraining_ICLR23/blob/f1862e1effa4e0ab4f2c162b25c78d0623c5379c/utils/eval_attn_dist.py#L18-L54
+# (``eval_avg_attn_dist`` there calls it on ``attn[:, :, 1:, 1:]``, L87-L88).
+
+
+def compute_distance_matrix(patch_size, num_patches, length):
+    """Helper function to compute distance matrix."""
+
+    distance_matrix = np.zeros((num_patches, num_patches))
+
+    for i in range(num_patches):
+        for j in range(num_patches):
+            if i == j:  # zero distance
+                continue
+
+            xi, yi = (int(i / length)), (i % length)
+            xj, yj = (int(j / length)), (j % length)
+
+            distance_matrix[i, j] = patch_size * np.linalg.norm([xi - xj, yi - yj])
+
+    return distance_matrix
+
+
+class compute_mean_attention_dist(torch.nn.Module):
+    def __init__(self, patch_size, num_patches):
+        super(compute_mean_attention_dist, self).__init__()  # noqa: UP008
+
+        length = int(np.sqrt(num_patches))
+        assert length**2 == num_patches, "Num patches is not perfect square"
+
+        distance_matrix = compute_distance_matrix(patch_size, num_patches, length)
+        h, w = distance_matrix.shape
+
+        distance_matrix = distance_matrix.reshape((1, 1, h, w))
+        distance_matrix = torch.from_numpy(distance_matrix)
+        self.distance_matrix = distance_matrix
+
+    def forward(self, attention_weights):
+        mean_distances = attention_weights * self.distance_matrix
+        mean_distances = torch.sum(
+            mean_distances, dim=-1
+        )  # sum along last axis to get average distance per token
+        mean_distances = torch.mean(
+            mean_distances, dim=-1
+        )  # now average across all the tokes
+
+        return mean_distances
+
 
 def _tiny_vit(**kwargs: Any) -> Any:
     torch.manual_seed(0)
@@ -57,16 +105,16 @@ def test_mean_attention_distance__uniform_is_mean_pairwise_distance() -> None:
     attention[..., 0] = 0.5
     expected = _mean_pairwise_distance_loop(rows, cols, ph, pw)
     renormalized = mean_attention_distance(
-        attention, grid_size=(rows, cols), patch_size=(ph, pw)
+        attention, grid_size=(rows, cols), patch_size=(ph, pw), renormalize=True
     )
     torch.testing.assert_close(
         renormalized, torch.full((3,), expected, dtype=torch.float64), rtol=1e-6, atol=0
     )
-    raw = mean_attention_distance(
-        attention, grid_size=(rows, cols), patch_size=(ph, pw), renormalize=False
+    kept = mean_attention_distance(  # the default: CLS's share counts as 0 px
+        attention, grid_size=(rows, cols), patch_size=(ph, pw)
     )
     torch.testing.assert_close(
-        raw, torch.full((3,), expected / 2, dtype=torch.float64), rtol=1e-6, atol=0
+        kept, torch.full((3,), expected / 2, dtype=torch.float64), rtol=1e-6, atol=0
     )
 
 
@@ -87,6 +135,23 @@ def test_mean_attention_distance__rejects_wrong_grid() -> None:
         mean_attention_distance(
             torch.ones(1, 1, 5, 5), grid_size=(3, 3), patch_size=(4, 4)
         )
+
+
+def test_mean_attention_distance__equals_official_on_real_maps() -> None:
+    vit = _tiny_vit()
+    torch.manual_seed(1)
+    images = torch.randn(3, 3, 16, 16)
+    for attention in attention_maps(vit, images):
+        ours = mean_attention_distance(attention, grid_size=(4, 4), patch_size=(4, 4))
+        attn = attention.double()[:, :, 1:, 1:]  # as eval_avg_attn_dist does
+        official = compute_mean_attention_dist(patch_size=4, num_patches=16)(attn)
+        # official: (batch, heads); ours: (heads,) averaged over the images
+        torch.testing.assert_close(ours, official.mean(dim=0), rtol=1e-12, atol=0)
+        assert ours.mean().item() == pytest.approx(official.mean().item(), rel=1e-12)
+        renormalized = mean_attention_distance(
+            attention, grid_size=(4, 4), patch_size=(4, 4), renormalize=True
+        )
+        assert (renormalized > ours).all()  # CLS's share no longer counts as 0 px
 
 
 def test_patch_distance_matrix__matches_numpy_loop() -> None:
