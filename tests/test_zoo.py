@@ -89,6 +89,7 @@ def test_zoo__duplicate_name_is_rejected() -> None:
             entry.cls,
             transform_factory=entry.transform_factory,
             transform=entry.transform,
+            batched_transform_factory=entry.batched_transform_factory,
             description="x",
         )
 
