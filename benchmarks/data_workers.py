@@ -30,9 +30,14 @@ from lightly_graft.recipes.resolve import resolve_recipe
 RESULTS = Path(__file__).parent / "results" / "data_workers.md"
 
 
-def images_per_second(method: Any, loader: Any, steps: int, warmup: int = 2) -> float:
+def images_per_second(
+    method: Any, datamodule: Any, steps: int, warmup: int = 2
+) -> float:
     optimizer = torch.optim.AdamW([p for p in method.parameters() if p.requires_grad])
-    iterator = iter(loader)
+    loader = iter(datamodule.train_dataloader())
+    batched = datamodule.batch_transform is not None
+    # batched views (the default): made from the decoded batch, as in a fit
+    iterator = (datamodule.training_views(b) if batched else b for b in loader)
     for _ in range(warmup):
         views, _ = next(iterator)
         method.training_loss(views).loss.backward()
@@ -66,7 +71,7 @@ def main() -> None:
             torch.manual_seed(0)
             method = build_method(recipe, stage)
             datamodule = build_datamodule(recipe, stage)
-            rate = images_per_second(method, datamodule.train_dataloader(), args.steps)
+            rate = images_per_second(method, datamodule, args.steps)
             load = os.getloadavg()[0]
             row = f"| {stage.name} | {stage.method} | {stage.batch_size} | {workers} | {rate:.0f} | {load:.1f} |"
             print(row, flush=True)

@@ -39,6 +39,9 @@ class ZooEntry:
         transform_factory: ``make_transform(input_size=..., **kwargs)`` of the
             method's module.
         transform: The module-level default transform (224 px).
+        batched_transform_factory: ``make_batched_transform(input_size=...,
+            **kwargs)``: the same views made from a batch of decoded images on
+            its device (:mod:`lightly_graft.data.batched_views`).
         description: One line for ``lightly-graft zoo``.
         recipe: Default recipe path, relative to the repository root.
     """
@@ -48,6 +51,7 @@ class ZooEntry:
     config_cls: type
     transform_factory: Callable[..., Any]
     transform: Any
+    batched_transform_factory: Callable[..., Any]
     description: str
     recipe: str | None
 
@@ -80,6 +84,7 @@ def register(
     *,
     transform_factory: Callable[..., Any],
     transform: Any,
+    batched_transform_factory: Callable[..., Any],
     description: str,
     recipe: str | None = None,
 ) -> ZooEntry:
@@ -94,6 +99,7 @@ def register(
         config_cls=config_dataclass(cls),
         transform_factory=transform_factory,
         transform=transform,
+        batched_transform_factory=batched_transform_factory,
         description=description,
         recipe=recipe,
     )

@@ -10,10 +10,11 @@ from scipy.stats import chisquare
 from timm.models.vision_transformer import VisionTransformer
 
 from lightly_graft.errors import GraftError
-from lightly_graft.functional.attention import attention_from_input
+from lightly_graft.functional.attention import attention_from_input, capture_attention
 from lightly_graft.functional.importance import (
     ccmim_token_mask,
     cls_attention_importance,
+    cls_attention_row,
     importance_token_mask,
 )
 
@@ -43,6 +44,60 @@ def test_cls_attention_row__reproduces_timm_attention_output() -> None:
     row = attention_from_input(attn, x).mean(1)[:, 0]
     torch.testing.assert_close(row, per_head.mean(1)[:, 0], rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(row.sum(-1), torch.ones(2), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"qk_norm": True}, {"qkv_bias": False}], ids=str
+)
+def test_cls_attention_row__is_row_0_of_the_full_map(options: dict) -> None:
+    torch.manual_seed(0)
+    vit = VisionTransformer(
+        img_size=16, patch_size=4, embed_dim=32, depth=1, num_heads=4, **options
+    )
+    attn = vit.blocks[0].attn
+    x = torch.randn(3, 17, 32)
+    row = cls_attention_row(attn, x)
+    assert row.shape == (3, 4, 17)
+    full = attention_from_input(attn, x)
+    torch.testing.assert_close(row, full[:, :, 0], rtol=1e-6, atol=1e-7)
+
+
+def _full_map_importance(encoder, images):
+    """Today's reference: the CLS row read off the full (B, H, N, N) maps."""
+    rows = []
+    with (
+        torch.no_grad(),
+        capture_attention(
+            encoder.vit.blocks, lambda i, a: rows.append(a[:, :, 0].mean(1))
+        ),
+    ):
+        encoder.encode(images)
+    return torch.stack(rows).sum(0)[:, 1:]
+
+
+def test_cls_attention_importance__masks_as_with_the_full_map() -> None:
+    """Same masks as from the full maps on seeded inputs; where an image's
+    split differs, it is a near-tie: the swapped patches' importances agree to
+    float rounding (none occurs at this seed)."""
+    torch.manual_seed(0)
+    encoder = _tiny_encoder(depth=4)
+    images = torch.randn(64, 3, 16, 16)
+    reference = _full_map_importance(encoder, images)
+    importance = cls_attention_importance(encoder, images)
+    torch.testing.assert_close(importance, reference, rtol=1e-5, atol=1e-6)
+    torch.manual_seed(1)
+    keep, mask = importance_token_mask(importance)
+    torch.manual_seed(1)
+    keep_ref, mask_ref = importance_token_mask(reference)
+    differing = [
+        b for b in range(64) if set(mask[b].tolist()) != set(mask_ref[b].tolist())
+    ]
+    for b in differing:
+        swapped = set(mask[b].tolist()) ^ set(mask_ref[b].tolist())
+        scores = reference[b, [i - 1 for i in swapped]]
+        assert (scores.max() - scores.min()) / scores.abs().max() < 1e-5
+    assert differing == []
+    assert torch.equal(keep[:, 0], keep_ref[:, 0])
 
 
 def test_cls_attention_importance__sums_block_rows_of_the_forward() -> None:

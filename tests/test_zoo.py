@@ -73,6 +73,22 @@ def test_zoo__lightly_benchmark_contract(name: str) -> None:
     assert method.hparams["backbone"]["name"] == "vit_tiny_patch16_224"
 
 
+@pytest.mark.parametrize("name", zoo.names())
+def test_zoo__batched_transform_gives_the_methods_views(name: str) -> None:
+    """Per-image and batched transforms of an entry: as many views, same shape,
+    and the batched views train the method (one loss, finite)."""
+    from PIL import Image
+
+    entry = zoo.get(name)
+    per_image = entry.transform_factory(input_size=32)(Image.new("RGB", (40, 36)))
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    views = entry.batched_transform_factory(input_size=32)(images)
+    assert len(views) == len(per_image) == entry.cls.num_views
+    assert all(v.shape == (4, *p.shape) for v, p in zip(views, per_image, strict=True))
+    loss = tiny_method(name, num_classes=0, batch_size=4).training_loss(views).loss
+    assert torch.isfinite(loss)
+
+
 def test_zoo__unknown_name_lists_names() -> None:
     with pytest.raises(
         GraftError,
@@ -89,6 +105,7 @@ def test_zoo__duplicate_name_is_rejected() -> None:
             entry.cls,
             transform_factory=entry.transform_factory,
             transform=entry.transform,
+            batched_transform_factory=entry.batched_transform_factory,
             description="x",
         )
 

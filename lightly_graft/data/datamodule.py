@@ -5,6 +5,10 @@ One ``LightningDataModule`` per pipeline stage:
 - ``train_dataloader``: the training split through the stage's view transform
   (lightly ``MAETransform`` or the two-view BYOL transform), batches of
   ``(views, labels)`` with ``views`` a list of (batch_size, 3, H, W) tensors.
+  With ``batch_transform`` (batched views, :mod:`lightly_graft.data.batched_views`)
+  the loader yields decoded ``(uint8 images, labels)`` and Lightning's
+  ``on_after_batch_transfer`` hook makes the views there, on the training
+  device, during training only (validation batches pass unchanged).
 - ``knn_bank_dataloader``: a seeded subset of the training split through the
   deterministic evaluation transform, ``(images, labels)``.
 - ``knn_query_dataloader``: a seeded subset of the held-out split, same transform.
@@ -13,18 +17,24 @@ One ``LightningDataModule`` per pipeline stage:
 
 Under DDP Lightning shards the training loader with a ``DistributedSampler``;
 the kNN loaders are sharded by the kNN monitor itself.
+
+The batched views' random stream is seeded from ``seed`` (the recipe's, which
+also seeds ``seed_everything``) and, at the first training batch, the global
+rank; it is saved in Lightning checkpoints through ``state_dict`` /
+``load_state_dict`` and so continues where it stopped on resume.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from lightly_graft.data.batched_views import BatchedViews
 from lightly_graft.data.datasets import open_dataset
 from lightly_graft.errors import DataError
 
@@ -39,12 +49,20 @@ def seeded_subset(dataset: Dataset, size: int | None, seed: int) -> Dataset:
     return Subset(dataset, indices.tolist())
 
 
+def view_seed(seed: int, rank: int) -> int:
+    """Seed of the batched views' stream on a rank (each rank its own)."""
+    return seed + 100_003 * rank
+
+
 class SSLDataModule(pl.LightningDataModule):
     """Training views plus labelled kNN bank and query loaders.
 
     Args:
         data: ``"default"`` (embedded Fashion-MNIST) or an ImageFolder directory.
-        train_transform: PIL image -> list of view tensors.
+        train_transform: PIL image -> list of view tensors, or, with
+            ``batch_transform``, -> decoded uint8 tensor (``decode_transform``).
+        batch_transform: Makes the training views from a decoded batch on its
+            device (None: the per-image ``train_transform`` makes them).
         eval_transform: PIL image -> (3, H, W) tensor, deterministic.
         batch_size: Training batch size per device.
         eval_batch_size: Batch size of the kNN/validation loaders.
@@ -62,6 +80,7 @@ class SSLDataModule(pl.LightningDataModule):
         *,
         data: str = "default",
         train_transform: Callable[[Any], Any],
+        batch_transform: BatchedViews | None = None,
         eval_transform: Callable[[Any], Any],
         batch_size: int,
         eval_batch_size: int = 256,
@@ -75,6 +94,11 @@ class SSLDataModule(pl.LightningDataModule):
         super().__init__()
         self.data = data
         self.train_transform = train_transform
+        self.batch_transform = batch_transform
+        if batch_transform is not None:
+            batch_transform.manual_seed(view_seed(seed, 0))
+        # Re-seeded for its rank at the first training batch, unless restored.
+        self._views_seeded = False
         self.eval_transform = eval_transform
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
@@ -125,6 +149,32 @@ class SSLDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0 and train,
         )
+
+    def training_views(self, batch: Sequence[Any]) -> list[Any]:
+        """``(uint8 images, labels, ...)`` -> ``(views, labels, ...)`` with the
+        batched views (what the hook does during training)."""
+        assert self.batch_transform is not None, "no batch_transform"
+        images, *rest = batch
+        return [self.batch_transform(images), *rest]
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        trainer = self.trainer
+        if self.batch_transform is None or trainer is None or not trainer.training:
+            return batch
+        if not self._views_seeded:
+            self.batch_transform.manual_seed(view_seed(self.seed, trainer.global_rank))
+            self._views_seeded = True
+        return self.training_views(batch)
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.batch_transform is None:
+            return {}
+        return {"batch_views": self.batch_transform.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if self.batch_transform is not None and "batch_views" in state_dict:
+            self.batch_transform.load_state_dict(state_dict["batch_views"])
+            self._views_seeded = True
 
     def train_dataloader(self) -> DataLoader:
         self.setup()

@@ -5,6 +5,9 @@
   ``BYOLView2Transform``: MoCo v3 uses BYOL's asymmetric augmentations (Chen et
   al., 2021, Sec. 4: "we follow the augmentations of BYOL"), two views.
 - kNN bank/query: resize + centre crop + to tensor + normalise, no randomness.
+- Batched views (:mod:`lightly_graft.data.batched_views`): the dataset only
+  decodes (``decode_transform``: uint8 tensor, resized once where needed) and
+  the views are made from the batch on the training device.
 
 ``augmentation_defaults(input_size)`` gives the values used when a recipe leaves
 them unset. At 224 px they are lightly's (= BYOL's); for small images (at most
@@ -109,5 +112,22 @@ def eval_transform(*, input_size: int, normalize: dict[str, list[float]]) -> T.C
             T.CenterCrop(input_size),
             T.ToTensor(),
             T.Normalize(mean=normalize["mean"], std=normalize["std"]),
+        ]
+    )
+
+
+def decode_transform(*, input_size: int) -> T.Compose:
+    """PIL image -> (3, input_size, input_size) uint8 tensor, for batched views.
+
+    An image of another size is resized once (short side to ``input_size``,
+    bicubic) and centre-cropped to a square, so that images stack into a batch;
+    the random crops are then drawn from that square (from the whole image in
+    the per-image path). An image that has the size already is only converted.
+    """
+    return T.Compose(
+        [
+            T.Resize(input_size, interpolation=T.InterpolationMode.BICUBIC),
+            T.CenterCrop(input_size),
+            T.PILToTensor(),
         ]
     )

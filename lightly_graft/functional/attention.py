@@ -64,11 +64,15 @@ def attention_from_input(attn: Attention, x: Tensor) -> Tensor:
 
 
 AttentionCallback = Callable[[int, Tensor], None]
+# (timm Attention, its (B, N, D) input) -> attention weights
+AttentionFunction = Callable[[Attention, Tensor], Tensor]
 
 
 @contextmanager
 def capture_attention(
-    blocks: Sequence[nn.Module], callback: AttentionCallback
+    blocks: Sequence[nn.Module],
+    callback: AttentionCallback,
+    attention: AttentionFunction = attention_from_input,
 ) -> Iterator[None]:
     """Within the context, calls ``callback(block_index, attention)`` per block.
 
@@ -82,6 +86,9 @@ def capture_attention(
             as ``attn``.
         callback: Receives the block index and the
             (batch_size, num_heads, num_tokens, num_tokens) attention weights.
+        attention: Computes the weights from the ``attn`` module and its input
+            (default: the full map, :func:`attention_from_input`; ccMIM passes a
+            CLS-row-only function).
 
     Raises:
         TypeError: A block has no timm-style ``attn`` module.
@@ -111,7 +118,7 @@ def capture_attention(
                 )
             handles.append(
                 attn.register_forward_hook(
-                    _make_hook(index, callback), with_kwargs=True
+                    _make_hook(index, callback, attention), with_kwargs=True
                 )
             )
         yield
@@ -120,7 +127,9 @@ def capture_attention(
             handle.remove()
 
 
-def _make_hook(index: int, callback: AttentionCallback) -> Callable[..., None]:
+def _make_hook(
+    index: int, callback: AttentionCallback, attention: AttentionFunction
+) -> Callable[..., None]:
     def hook(module: Any, args: tuple, kwargs: dict, output: Tensor) -> None:
         if kwargs.get("attn_mask") is not None or kwargs.get("is_causal", False):
             raise ValueError(
@@ -128,7 +137,7 @@ def _make_hook(index: int, callback: AttentionCallback) -> Callable[..., None]:
                 f"are only recomputed for unmasked self-attention."
             )
         x = args[0] if args else kwargs["x"]
-        callback(index, attention_from_input(module, x))
+        callback(index, attention(module, x))
 
     return hook
 

@@ -43,12 +43,42 @@ def infonce(
             f"query and key must have the same shape, got {tuple(query.shape)} "
             f"and {tuple(key.shape)}."
         )
-    query = F.normalize(query, dim=1)
+    return infonce_with_keys(query, prepare_keys(key, gather_distributed), temperature)
+
+
+def prepare_keys(key: Tensor, gather_distributed: bool = False) -> tuple[Tensor, int]:
+    """The key side of :func:`infonce`: detached, l2-normalised and, with
+    ``gather_distributed`` in several processes, gathered from all ranks (one
+    collective). Reuse it for several queries against the same keys (Masked
+    MoCo's n chunks).
+
+    Args:
+        key: (batch_size, dim) keys of this rank.
+        gather_distributed: See :func:`infonce`.
+
+    Returns:
+        ``(keys, offset)``: (world_size * batch_size, dim) normalised keys and
+        the index of this rank's first key among them.
+    """
     key = F.normalize(key.detach(), dim=1)
-    offset = 0
     if gather_distributed and dist.world_size() > 1:
-        key = concat_all_gather(key)
-        offset = dist.rank() * query.shape[0]
+        return concat_all_gather(key), dist.rank() * key.shape[0]
+    return key, 0
+
+
+def infonce_with_keys(
+    query: Tensor, keys: tuple[Tensor, int], temperature: float = 0.2
+) -> Tensor:
+    """:func:`infonce` against keys from :func:`prepare_keys`.
+
+    Args:
+        query: (batch_size, dim) queries, with gradient.
+        keys: ``(keys, offset)`` from :func:`prepare_keys`; query i's positive
+            is ``keys[offset + i]``.
+        temperature: Softmax temperature tau.
+    """
+    key, offset = keys
+    query = F.normalize(query, dim=1)
     logits = query @ key.T / temperature  # (batch_size, world_size * batch_size)
     labels = torch.arange(query.shape[0], device=query.device) + offset
     return F.cross_entropy(logits, labels) * (2 * temperature)

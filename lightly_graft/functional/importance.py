@@ -16,17 +16,20 @@ random and hard "importance" dividing).
 
 Attention maps: timm's ``Attention`` uses fused ``scaled_dot_product_attention``
 and never materialises the map. :func:`cls_attention_importance` recomputes only
-the CLS query's row from each block's own input (captured by a forward pre-hook
-on ``block.attn``, i.e. after ``norm1`` in a pre-norm block) and that block's
-``qkv`` weights: O(N) per block instead of the O(N^2) full map.
-(``functional/attention.py`` computes full maps for the analysis tools; this file
-keeps its own CLS-row version so that training does not depend on analysis code.)
+the CLS query's row (:func:`cls_attention_row`) from each block's own input
+(captured by a forward hook on ``block.attn``, i.e. after ``norm1`` in a pre-norm
+block) and that block's ``qkv`` weights: the CLS query and the keys, (B, H, N)
+logits, instead of all queries, keys and the (B, H, N, N) map that
+``functional.attention.attention_from_input`` builds for the analysis tools.
+The row equals the full map's row 0 up to float rounding (tested), so the masks
+are the same on seeded inputs except where two patches' scores tie to within
+rounding (about 1e-7 relative), where the order of the tied pair may flip.
 
-Deliberate difference from the official code, documented: ``basic_module.py``
-returns ``avg_attn[:, 1:, 0]``, i.e. each *patch query's* attention to the CLS
-key (a column of the map), while the paper's Eq. 4 uses the *CLS query's*
-attention to the patch keys, ``q_0 K_{1:}^T`` (a row). We follow the paper (the
-row); both are head-averaged post-softmax values summed over all blocks.
+The official code reads the row too: ``basic_module.py`` returns
+``avg_attn[:, 0, 1:]``, the *CLS query's* attention to the patch keys, as the
+paper's Eq. 4 (``q_0 K_{1:}^T``), since commit 7350304 (its first upload,
+536edd9, read the column ``avg_attn[:, 1:, 0]``). Both are head-averaged
+post-softmax values summed over all blocks.
 
 Index convention: lightly's ``random_token_mask``: token indices include the CLS
 token at 0 (patches are 1..L); ``idx_keep`` starts with the CLS index,
@@ -39,10 +42,43 @@ import torch
 import torch.nn.functional as F
 from lightly.models.modules import MaskedVisionTransformerTIMM
 from lightly.models.utils import random_token_mask
+from timm.layers import Attention
 from torch import Tensor
 
 from lightly_graft.errors import GraftError
 from lightly_graft.functional.attention import capture_attention
+
+
+def cls_attention_row(attn: Attention, x: Tensor) -> Tensor:
+    """The CLS query's softmax attention over all tokens, per head.
+
+    The operations of ``timm.layers.Attention.forward`` (unfused branch) for
+    query 0 only: the query and key slices of ``qkv`` (``[q; k; v]`` stacked on
+    the output dimension, head-major within each), ``q_norm``/``k_norm``,
+    ``scale``, softmax; no attention masks or dropout.
+
+    Args:
+        attn: A ``timm.layers.Attention``.
+        x: (batch_size, num_tokens, dim) input of ``attn`` (the block's
+            ``norm1`` output), CLS at token 0.
+
+    Returns:
+        (batch_size, num_heads, num_tokens) weights; each head's row sums to 1.
+    """
+    batch_size, num_tokens, _ = x.shape
+    heads, head_dim = attn.num_heads, attn.head_dim
+    width = heads * head_dim
+    weight, bias = attn.qkv.weight, attn.qkv.bias
+
+    def project(tokens: Tensor, part: int) -> Tensor:
+        rows = slice(part * width, (part + 1) * width)
+        out = F.linear(tokens, weight[rows], None if bias is None else bias[rows])
+        return out.reshape(batch_size, -1, heads, head_dim).transpose(1, 2)
+
+    q = attn.q_norm(project(x[:, :1], 0))  # (B, H, 1, hd)
+    k = attn.k_norm(project(x, 1))  # (B, H, N, hd)
+    logits = (q * attn.scale) @ k.transpose(-2, -1)  # (B, H, 1, N)
+    return logits.softmax(dim=-1)[:, :, 0]
 
 
 @torch.no_grad()
@@ -51,8 +87,9 @@ def cls_attention_importance(
 ) -> Tensor:
     """ccMIM patch importance: CLS->patch attention summed over all blocks.
 
-    Runs one no-grad forward of the full images and, in every block, takes the
-    CLS row of the recomputed attention map (head-averaged, post-softmax; see
+    Runs one no-grad forward of the full images and, in every block, computes
+    the CLS row of the attention map (:func:`cls_attention_row`, head-averaged,
+    post-softmax; hooked in by
     :func:`~lightly_graft.functional.attention.capture_attention`), as the
     official ccMIM code does before choosing the mask.
 
@@ -66,10 +103,10 @@ def cls_attention_importance(
     """
     rows: list[Tensor] = []
 
-    def collect(block: int, attention: Tensor) -> None:
-        rows.append(attention[:, :, 0].float().mean(dim=1))  # (B, N)
+    def collect(block: int, row: Tensor) -> None:
+        rows.append(row.float().mean(dim=1))  # (B, N)
 
-    with capture_attention(encoder.vit.blocks, collect):
+    with capture_attention(encoder.vit.blocks, collect, cls_attention_row):
         encoder.encode(images)
     return torch.stack(rows).sum(dim=0)[:, 1:]
 

@@ -24,6 +24,7 @@ zoo.register(
     MAE,
     transform_factory=mae.make_transform,
     transform=mae.transform,
+    batched_transform_factory=mae.make_batched_transform,
     description="MAE masked image modelling (step i of Layer Grafted Pre-training)",
     recipe="recipes/quickstart.yaml",
 )
@@ -32,6 +33,7 @@ zoo.register(
     GraftedMoCo,
     transform_factory=grafted_moco.make_transform,
     transform=grafted_moco.transform,
+    batched_transform_factory=grafted_moco.make_batched_transform,
     description="MoCo v3 with stage-wise LRs on grafted MIM blocks (step ii)",
     recipe="recipes/quickstart.yaml",
 )
@@ -40,6 +42,7 @@ zoo.register(
     GraftedVICReg,
     transform_factory=grafted_vicreg.make_transform,
     transform=grafted_vicreg.transform,
+    batched_transform_factory=grafted_vicreg.make_batched_transform,
     description="VICReg with stage-wise LRs on grafted MIM blocks (Table 4)",
     recipe="recipes/grafted_vicreg.yaml",
 )
@@ -49,6 +52,7 @@ zoo.register(
     MaskedMoCo,
     transform_factory=masked_moco.make_transform,
     transform=masked_moco.transform,
+    batched_transform_factory=masked_moco.make_batched_transform,
     description="Masked MoCo: MoCo v3 on n=8 token chunks per view, LayerNorm heads",
     recipe="recipes/masked_moco.yaml",
 )
@@ -57,6 +61,7 @@ zoo.register(
     MaskedBYOL,
     transform_factory=masked_moco.make_transform,
     transform=masked_moco.transform,
+    batched_transform_factory=masked_moco.make_batched_transform,
     description="Masked BYOL: BYOL's loss on n=8 token chunks per view",
     recipe="recipes/masked_byol.yaml",
 )
@@ -65,6 +70,7 @@ zoo.register(
     CCMIM,
     transform_factory=ccmim.make_transform,
     transform=ccmim.transform,
+    batched_transform_factory=ccmim.make_batched_transform,
     description="ccMIM: masks the patches the CLS attends to, + CLS contrast",
     recipe="recipes/ccmim.yaml",
 )
@@ -73,6 +79,7 @@ zoo.register(
     MTL,
     transform_factory=mtl.make_transform,
     transform=mtl.transform,
+    batched_transform_factory=mtl.make_batched_transform,
     description="MTL ablation: MAE loss + MoCo v3 loss on one encoder (Table 1)",
     recipe="recipes/mtl.yaml",
 )

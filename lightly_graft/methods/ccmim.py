@@ -31,13 +31,13 @@ from lightly_graft.functional.importance import (
     cls_attention_importance,
 )
 from lightly_graft.methods.base import BackboneLike, LossOutput, OptimizerLike
-from lightly_graft.methods.mae import MAE, make_transform
+from lightly_graft.methods.mae import MAE, make_batched_transform, make_transform
 from lightly_graft.modules.heads import mlp_head
 from lightly_graft.modules.masked_reconstruction import reconstruct_masked
 from lightly_graft.modules.objectives.ccmim import CCMIMObjective
 from lightly_graft.training.grafting import Grafting
 
-__all__ = ["CCMIM", "make_transform", "transform"]
+__all__ = ["CCMIM", "make_batched_transform", "make_transform", "transform"]
 
 #: Default transform: MAE's random resized crop + flip (ccMIM §C: "only use the
 #: random resized crop for augmentation"), 224 px.

@@ -28,13 +28,15 @@ from lightly_graft.methods.base import (
     SSLMethod,
     move_momentum,
 )
-from lightly_graft.methods.transforms import two_view_transform
+from lightly_graft.methods.transforms import two_batched_views, two_view_transform
 from lightly_graft.modules.heads import Norm, mlp_head
 from lightly_graft.modules.objectives import accepted_arguments, build_objective
 from lightly_graft.training.grafting import Grafting
 from lightly_graft.training.optimizer import GraftedStageOptimizer
 
 make_transform = two_view_transform
+#: The same views made from a batch on the training device (kornia).
+make_batched_transform = two_batched_views
 #: Default transform (224 px), as in lightly's benchmark modules.
 transform = make_transform()
 

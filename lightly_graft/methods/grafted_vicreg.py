@@ -15,13 +15,14 @@ from lightly_graft.methods.base import (
     SSLMethod,
 )
 from lightly_graft.methods.grafted_moco import GraftedMoCo
-from lightly_graft.methods.transforms import two_view_transform
+from lightly_graft.methods.transforms import two_batched_views, two_view_transform
 from lightly_graft.modules.heads import vicreg_expander
 from lightly_graft.modules.objectives import build_objective
 from lightly_graft.training.grafting import Grafting
 from lightly_graft.training.optimizer import GraftedStageOptimizer
 
 make_transform = two_view_transform
+make_batched_transform = two_batched_views
 #: Default transform (224 px), as in lightly's benchmark modules.
 transform = make_transform()
 

@@ -9,6 +9,7 @@ from lightly.transforms import MAETransform
 from lightly.transforms.utils import IMAGENET_NORMALIZE
 from torch import Tensor
 
+from lightly_graft.data.batched_views import IndependentViews, mae_views
 from lightly_graft.data.transforms import mae_transform
 from lightly_graft.methods.base import (
     BackboneLike,
@@ -30,6 +31,19 @@ def make_transform(
 ) -> MAETransform:
     """MAE's augmentation: random resized crop + horizontal flip."""
     return mae_transform(
+        input_size=input_size,
+        min_scale=min_scale,
+        normalize=normalize or IMAGENET_NORMALIZE,
+    )
+
+
+def make_batched_transform(
+    input_size: int = 224,
+    min_scale: float = 0.2,
+    normalize: dict[str, list[float]] | None = None,
+) -> IndependentViews:
+    """:func:`make_transform`'s view made from a batch on its device (kornia)."""
+    return mae_views(
         input_size=input_size,
         min_scale=min_scale,
         normalize=normalize or IMAGENET_NORMALIZE,

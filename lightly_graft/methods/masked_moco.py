@@ -20,6 +20,7 @@ import torch
 from lightly.transforms.utils import IMAGENET_NORMALIZE
 from torch import Tensor
 
+from lightly_graft.data.batched_views import BatchedViews, preset_views
 from lightly_graft.data.view_presets import ViewTransform, make_view_transform
 from lightly_graft.functional.chunking import check_num_chunks, unflatten_chunks
 from lightly_graft.functional.vmf import vmf_concentration
@@ -43,6 +44,21 @@ def make_transform(
     """Two views with the §4.1 preset ``strong``, ``medium`` or ``light`` (best,
     the paper's ImageNet default, Table 8)."""
     return make_view_transform(
+        input_size=input_size,
+        preset=preset,
+        min_scale=min_scale,
+        normalize=normalize or IMAGENET_NORMALIZE,
+    )
+
+
+def make_batched_transform(
+    input_size: int = 224,
+    preset: str = "light",
+    min_scale: float = 0.08,
+    normalize: dict[str, list[float]] | None = None,
+) -> BatchedViews:
+    """:func:`make_transform`'s presets made from a batch on its device (kornia)."""
+    return preset_views(
         input_size=input_size,
         preset=preset,
         min_scale=min_scale,

@@ -21,10 +21,11 @@ from lightly.transforms.multi_view_transform import MultiViewTransform
 from lightly.transforms.utils import IMAGENET_NORMALIZE
 from torch import Tensor
 
+from lightly_graft.data.batched_views import IndependentViews
 from lightly_graft.methods import mae
 from lightly_graft.methods.base import BackboneLike, LossOutput, OptimizerLike
 from lightly_graft.methods.grafted_moco import GraftedMoCo
-from lightly_graft.methods.transforms import two_view_transform
+from lightly_graft.methods.transforms import two_batched_views, two_view_transform
 from lightly_graft.modules.decoder import MAEDecoder
 from lightly_graft.modules.heads import Norm
 from lightly_graft.modules.masked_reconstruction import reconstruct_masked
@@ -51,6 +52,25 @@ def make_transform(
         input_size=input_size, min_scale=mae_min_scale, normalize=normalize
     )
     return MultiViewTransform(transforms=[*cl.transforms, mim.transform])
+
+
+def make_batched_transform(
+    input_size: int = 224,
+    min_scale: float = 0.08,
+    mae_min_scale: float = 0.2,
+    normalize: dict[str, list[float]] | None = None,
+    **kwargs: Any,
+) -> IndependentViews:
+    """:func:`make_transform`'s three views, in the same order, made from a
+    batch on its device (kornia)."""
+    normalize = normalize or IMAGENET_NORMALIZE
+    cl = two_batched_views(
+        input_size=input_size, min_scale=min_scale, normalize=normalize, **kwargs
+    )
+    mim = mae.make_batched_transform(
+        input_size=input_size, min_scale=mae_min_scale, normalize=normalize
+    )
+    return IndependentViews([*cl.pipelines, *mim.pipelines], normalize)
 
 
 #: Default transform (224 px), as in lightly's benchmark modules.

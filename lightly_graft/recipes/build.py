@@ -15,6 +15,8 @@ from typing import Any
 from lightly_graft import zoo
 from lightly_graft.data import (
     SSLDataModule,
+    batched_views,
+    decode_transform,
     eval_transform,
     mae_transform,
     two_view_transform,
@@ -67,7 +69,7 @@ def build_method(recipe: Recipe, stage: StageConfig, *, num_classes: int = 0) ->
 
 
 def train_transform(data: DataConfig, method: str) -> Any:
-    """The stage's view transform.
+    """The stage's per-image view transform (lightly's transforms).
 
     One view: MAE's crop + flip. A method whose ``make_transform`` has view
     presets (Masked MoCo/BYOL): its own, with ``augment.preset``. Two views: MoCo
@@ -76,10 +78,25 @@ def train_transform(data: DataConfig, method: str) -> Any:
     Raises:
         RecipeError: ``augment.preset`` is set for a method without presets.
     """
+    return _views(data, method, batched=False)
+
+
+def batch_transform(data: DataConfig, method: str) -> Any:
+    """The stage's batched views (:mod:`lightly_graft.data.batched_views`): the
+    twins of :func:`train_transform`'s, or None if ``augment.batched`` is off."""
+    if not data.augment.batched:
+        return None
+    return _views(data, method, batched=True)
+
+
+def _views(data: DataConfig, method: str, *, batched: bool) -> Any:
     assert data.image_size is not None and data.normalize is not None, "resolve first"
     normalize = {"mean": list(data.normalize.mean), "std": list(data.normalize.std)}
     augment = data.augment
     entry = zoo.get(method)
+    factory = entry.batched_transform_factory if batched else entry.transform_factory
+    one_view = batched_views.mae_views if batched else mae_transform
+    two_views = batched_views.two_views if batched else two_view_transform
     views = getattr(entry.cls, "num_views", 2)
     has_presets = "preset" in inspect.signature(entry.transform_factory).parameters
     if augment.preset is not None and not has_presets:
@@ -94,14 +111,14 @@ def train_transform(data: DataConfig, method: str) -> Any:
             "remove the key or use the two-view options (min_scale, cj_strength, ...)."
         )
     if views == 1:
-        return mae_transform(
+        return one_view(
             input_size=data.image_size,
             min_scale=augment.mae_min_scale,  # type: ignore[arg-type]
             normalize=normalize,
         )
     if has_presets:
         preset = {} if augment.preset is None else {"preset": augment.preset}
-        return entry.transform_factory(
+        return factory(
             input_size=data.image_size,
             min_scale=augment.min_scale,
             normalize=normalize,
@@ -115,13 +132,13 @@ def train_transform(data: DataConfig, method: str) -> Any:
         "hflip_prob": augment.hflip_prob,
     }
     if views == 2:
-        return two_view_transform(
+        return two_views(
             input_size=data.image_size,
             min_scale=augment.min_scale,  # type: ignore[arg-type]
             normalize=normalize,
             **two_view,
         )
-    return entry.transform_factory(
+    return factory(
         input_size=data.image_size,
         min_scale=augment.min_scale,
         mae_min_scale=augment.mae_min_scale,
@@ -131,13 +148,20 @@ def train_transform(data: DataConfig, method: str) -> Any:
 
 
 def build_datamodule(recipe: Recipe, stage: StageConfig) -> SSLDataModule:
-    """The stage's data: its view transform, plus the shared kNN bank/query."""
+    """The stage's data: its views (batched, or per-image), plus the shared kNN
+    bank/query."""
     data = recipe.data
     assert data.image_size is not None and data.normalize is not None, "resolve first"
     normalize = {"mean": list(data.normalize.mean), "std": list(data.normalize.std)}
+    views = batch_transform(data, stage.method)
     return SSLDataModule(
         data=data.path or "",
-        train_transform=train_transform(data, stage.method),
+        train_transform=(
+            train_transform(data, stage.method)
+            if views is None
+            else decode_transform(input_size=data.image_size)
+        ),
+        batch_transform=views,
         eval_transform=eval_transform(input_size=data.image_size, normalize=normalize),
         batch_size=stage.batch_size,
         eval_batch_size=data.eval_batch_size,

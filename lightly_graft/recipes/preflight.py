@@ -18,7 +18,12 @@ import torch
 
 from lightly_graft.errors import CheckpointError, GraftError, RecipeError
 from lightly_graft.modules.backbone import build_vit
-from lightly_graft.recipes.build import backbone_spec, build_method, train_transform
+from lightly_graft.recipes.build import (
+    backbone_spec,
+    batch_transform,
+    build_method,
+    train_transform,
+)
 from lightly_graft.recipes.inputs import check_inputs
 from lightly_graft.recipes.schema import Recipe
 from lightly_graft.training.checkpoints import describe_mismatch, load_encoder_state
@@ -43,6 +48,7 @@ def check_transforms(recipe: Recipe, *, source: str) -> None:
     for i, stage in enumerate(recipe.stages):
         try:
             train_transform(recipe.data, stage.method)
+            batch_transform(recipe.data, stage.method)
         except (GraftError, ValueError, TypeError) as error:
             raise RecipeError(
                 f"{source}: stages[{i}] ('{stage.method}'): {error}"

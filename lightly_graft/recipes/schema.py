@@ -41,6 +41,13 @@ class Normalize:
 
 @dataclass(frozen=True)
 class Augment:
+    batched: bool = option(
+        True,
+        doc="Make the training views from each batch on the training device "
+        "(kornia, per-sample parameters; the loader only decodes). false: "
+        "per image in the data loader with lightly's transforms. Same "
+        "augmentations and parameter ranges either way.",
+    )
     min_scale: float | None = option(
         None,
         doc="Two-view (MoCo v3/BYOL) random-resized-crop minimum area. auto: 0.2 "

@@ -86,3 +86,31 @@ def test_freeze_epochs_under_ddp__needs_find_unused_parameters(
     with pytest.raises(RecipeError, match="ddp_find_unused_parameters_true"):
         load_recipe(recipe_file, overrides)
     load_recipe(recipe_file, [*overrides, "strategy=ddp_find_unused_parameters_true"])
+
+
+def test_batch_transform__twins_the_per_image_views(recipe_file: Path) -> None:
+    """Batched by default: the same views per method and preset, made from a
+    uint8 batch; ``batched: false`` keeps the per-image transforms only."""
+    import torch
+
+    from lightly_graft.data import batched_views
+    from lightly_graft.recipes.build import batch_transform, build_datamodule
+
+    recipe = resolve_recipe(load_recipe(recipe_file))
+    images = torch.zeros(2, 3, 16, 16, dtype=torch.uint8)
+    for method, count in (("mae", 1), ("grafted_moco", 2), ("mtl", 3)):
+        views = batch_transform(recipe.data, method)
+        assert views.num_views == count
+        assert [v.shape for v in views(images)] == [(2, 3, 16, 16)] * count
+    assert isinstance(
+        batch_transform(recipe.data, "masked_moco"), batched_views.SharedCropViews
+    )
+    medium = resolve_recipe(load_recipe(recipe_file, ["data.augment.preset=medium"]))
+    assert isinstance(
+        batch_transform(medium.data, "masked_moco"), batched_views.DiagonalCropViews
+    )
+    module = build_datamodule(recipe, recipe.stages[0])
+    assert module.batch_transform is not None
+    per_image = resolve_recipe(load_recipe(recipe_file, ["data.augment.batched=false"]))
+    assert batch_transform(per_image.data, "grafted_moco") is None
+    assert build_datamodule(per_image, per_image.stages[0]).batch_transform is None

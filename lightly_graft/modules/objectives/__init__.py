@@ -15,18 +15,34 @@ encoder, or the same branch for VICReg). Other objectives document their own
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from torch import nn
+from torch import Tensor, nn
 
 from lightly_graft.errors import GraftError, did_you_mean, format_options
 
 
 class Objective(nn.Module):
-    """Base class of all objectives; ``name`` is the registry key."""
+    """Base class of all objectives; ``name`` is the registry key.
+
+    Two-view objectives can split ``forward(online, target)`` into
+    ``forward_prepared(online, prepare_targets(target))``, so that a caller
+    with several queries against the same targets (Masked MoCo's n chunks)
+    does the per-target work (normalising, gathering across ranks) once. The
+    defaults here prepare nothing.
+    """
 
     name: str = ""
+
+    def prepare_targets(self, target: Sequence[Tensor]) -> Sequence[Any]:
+        return target
+
+    def forward_prepared(
+        self, online: Sequence[Tensor], prepared: Sequence[Any]
+    ) -> Tensor:
+        loss: Tensor = self(online, prepared)
+        return loss
 
 
 _REGISTRY: dict[str, type[Objective]] = {}

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from torch import Tensor
 
-from lightly_graft.functional.contrastive import infonce
+from lightly_graft.functional.contrastive import infonce_with_keys, prepare_keys
 from lightly_graft.modules.objectives import Objective, register_objective
 
 
@@ -28,10 +29,26 @@ class ContrastiveObjective(Objective):
         self.gather_distributed = gather_distributed
 
     def forward(self, online: Sequence[Tensor], target: Sequence[Tensor]) -> Tensor:
+        for q, k in zip(online, target, strict=True):
+            if q.shape != k.shape:
+                raise ValueError(
+                    "query and key must have the same shape, got "
+                    f"{tuple(q.shape)} and {tuple(k.shape)}."
+                )
+        return self.forward_prepared(online, self.prepare_targets(target))
+
+    def prepare_targets(self, target: Sequence[Tensor]) -> list[tuple[Tensor, int]]:
+        """Each view's keys normalised and gathered once (one collective per
+        view under DDP with ``gather_distributed``)."""
+        return [prepare_keys(k, self.gather_distributed) for k in target]
+
+    def forward_prepared(
+        self, online: Sequence[Tensor], prepared: Sequence[Any]
+    ) -> Tensor:
         loss = [
-            infonce(q, k, self.temperature, self.gather_distributed)
+            infonce_with_keys(q, keys, self.temperature)
             for i, q in enumerate(online)
-            for j, k in enumerate(target)
+            for j, keys in enumerate(prepared)
             if i != j
         ]
         return sum(loss[1:], loss[0])

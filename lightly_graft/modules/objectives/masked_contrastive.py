@@ -9,7 +9,10 @@ loss is averaged over the chunks::
 When the target view is itself split into m chunks, its m keys are combined into
 their spherical mean ``k_hat = sum_j k_j / ||sum_j k_j||`` first (Eq. 4). ``L`` is
 any registered two-view objective (``contrastive``: MoCo v3's symmetric InfoNCE;
-``byol``: negative cosine), so n = m = 1 is exactly that objective.
+``byol``: negative cosine), so n = m = 1 is exactly that objective. The keys
+are the same for all n chunks, so the base prepares them once
+(``prepare_targets``: for InfoNCE, normalise and, under DDP, all-gather: 2
+collectives per step, not 2n).
 """
 
 from __future__ import annotations
@@ -60,5 +63,18 @@ class MaskedContrastiveObjective(Objective):
         num_chunks = online[0].shape[0]
         assert all(q.shape[0] == num_chunks for q in online), "same n for every view"
         keys = [k[0] if k.shape[0] == 1 else spherical_mean(k, dim=0) for k in target]
-        losses = [self.base([q[c] for q in online], keys) for c in range(num_chunks)]
+        for q, k in zip(online, keys, strict=True):
+            if q.shape[1:] != k.shape:
+                raise ValueError(
+                    f"chunk queries {tuple(q.shape)} do not match keys "
+                    f"{tuple(k.shape)}: expected (n, batch_size, dim) and "
+                    "(batch_size, dim)."
+                )
+        # the keys are the same for every chunk: normalise and gather them once
+        # (2 collectives per step under DDP, not 2n)
+        prepared = self.base.prepare_targets(keys)
+        losses = [
+            self.base.forward_prepared([q[c] for q in online], prepared)
+            for c in range(num_chunks)
+        ]
         return sum(losses[1:], losses[0]) / num_chunks
