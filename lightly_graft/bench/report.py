@@ -373,6 +373,15 @@ def paper_figures(
             **common,  # type: ignore[arg-type]
         )
         pngs += [p for p in written if p.suffix == ".png"]
+        live = conflict_during_training(run / stage)
+        if live:
+            pngs.append(
+                plot_conflict_during_training(
+                    live,
+                    out / "gradient-conflict" / f"{name}_during_training.png",
+                    title=f"{collected['arms'][name]['title']}: cosine during training (Fig 8)",
+                )
+            )
         for csv_path in written:
             if csv_path.suffix == ".csv" and not csv_path.stem.endswith("_values"):
                 rows = list(csv.DictReader(csv_path.open()))
@@ -385,6 +394,59 @@ def paper_figures(
                     xs, ys = zip(*points, strict=True)
                     slopes[name] = float(np.polyfit(xs, ys, 1)[0])
     return pngs, slopes
+
+
+def conflict_during_training(stage_dir: Path) -> dict[int, dict[int, float]]:
+    """Median logged ``grad_conflict/block_i`` per epoch and block of a stage
+    trained with the live GradientConflictMonitor (its metrics CSV files)."""
+    values: dict[int, dict[int, list[float]]] = {}
+    for path in sorted(stage_dir.glob("metrics*.csv")):
+        for row in csv.DictReader(path.open()):
+            for key, value in row.items():
+                if key.startswith("grad_conflict/block_") and value not in ("", None):
+                    epoch = int(float(row.get("epoch") or 0))
+                    block = int(key.rsplit("_", 1)[1])
+                    values.setdefault(epoch, {}).setdefault(block, []).append(
+                        float(value)
+                    )
+    return {
+        epoch: {block: float(np.median(v)) for block, v in sorted(blocks.items())}
+        for epoch, blocks in sorted(values.items())
+    }
+
+
+def plot_conflict_during_training(
+    per_epoch: dict[int, dict[int, float]], path: Path, *, title: str
+) -> Path:
+    """Fig 8: the MIM/CL gradient cosine per block at several epochs of training."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = sorted(per_epoch)
+    shown = sorted({epochs[round(i * (len(epochs) - 1) / 3)] for i in range(4)})
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, epoch in enumerate(shown):
+        blocks = per_epoch[epoch]
+        ax.plot(
+            list(blocks),
+            list(blocks.values()),
+            marker="o",
+            color=f"C{i}",
+            label=f"epoch {epoch + 1}",
+        )
+    ax.axhline(0.0, color="k", lw=0.8)
+    ax.set_xlabel("block")
+    ax.set_ylabel("median cos(grad MIM, grad CL)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def write_report(bench: Bench, *, figures: bool = True) -> Path:

@@ -222,7 +222,10 @@ class Bench:
         return sweep.scales if sweep is not None and self.suite.sweeps(arm) else (1.0,)
 
     def scale_of(self, arm: Arm) -> float:
-        """The arm's LR scale: the sweep's choice, or 1."""
+        """The arm's LR scale: the sweep's choice (its own or its scale_from
+        arm's), or 1."""
+        if arm.scale_from is not None and len(self.sweep_scales(arm)) == 1:
+            return self.scale_of(self.suite.arm(arm.scale_from))
         if len(self.sweep_scales(arm)) == 1:
             return self.sweep_scales(arm)[0]
         if arm.name not in self.chosen:

@@ -127,6 +127,10 @@ class Arm(_Model):
         default=None, min_length=1
     )
     graft_from: Name | None = None
+    scale_from: Name | None = Field(
+        default=None,
+        description="Use that arm's LR factor from the sweep (an ablation of it).",
+    )
     budget: Budget | None = None
     sweep: bool = Field(default=True, description="Take part in the suite's LR sweep.")
 
@@ -206,7 +210,12 @@ class Suite(_Model):
                 raise _AtPath(f"arms[{i}].name", f"'{name}' is used by an earlier arm")
         for i, arm in enumerate(self.arms):
             budget = arm.budget.match if arm.budget is not None else None
-            for key, ref in (("graft_from", arm.graft_from), ("budget.match", budget)):
+            refs = (
+                ("graft_from", arm.graft_from),
+                ("budget.match", budget),
+                ("scale_from", arm.scale_from),
+            )
+            for key, ref in refs:
                 if ref is not None and ref not in names:
                     raise _AtPath(f"arms[{i}].{key}", _unknown_arm(ref, names))
                 if ref == arm.name:
@@ -264,15 +273,21 @@ def _check_acyclic(suite: Suite, name: str, seen: list[str], index: int) -> None
             f"arms[{index}]", f"arms depend on each other in a cycle: {chain}"
         )
     arm = suite.arm(name)
-    for ref in (arm.graft_from, arm.budget.match if arm.budget else None):
+    for ref in _refs(arm):
         if ref is not None:
             _check_acyclic(suite, ref, [*seen, name], index)
+
+
+def _refs(arm: Arm) -> list[str]:
+    """The arms an arm names (graft_from, budget.match, scale_from)."""
+    refs = [arm.graft_from, arm.budget.match if arm.budget else None, arm.scale_from]
+    return [r for r in refs if r is not None]
 
 
 def dependencies(suite: Suite, arm: Arm) -> list[str]:
     """Arms that must finish (same seed) before ``arm`` can run, nearest first."""
     out: list[str] = []
-    for ref in (arm.graft_from, arm.budget.match if arm.budget else None):
+    for ref in _refs(arm):
         if ref is not None:
             for name in [ref, *dependencies(suite, suite.arm(ref))]:
                 if name not in out:
