@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
 from lightly_graft.bench.budget import StageCost, match_steps, total_flops
-from lightly_graft.bench.report import check_claims, mean_std
+from lightly_graft.bench.report import (
+    check_claims,
+    conflict_during_training,
+    mean_std,
+    plot_conflict_during_training,
+)
 from lightly_graft.bench.suite import dependencies, suite_from_tree
 from lightly_graft.errors import RecipeError
 from lightly_graft.eval import fewshot_eval, linear_eval
@@ -265,3 +271,24 @@ def test_fewshot_eval__c_chosen_on_validation() -> None:
     per_c = {float(c): acc for c, acc in shot["per_c"].items()}
     assert shot["best_c"] == max(per_c, key=lambda c: per_c[c]["val_top1"])
     assert shot["top1"] == per_c[shot["best_c"]]["top1"]
+
+
+def test_conflict_during_training__median_per_epoch_and_block(tmp_path: Path) -> None:
+    rows = [
+        "epoch,step,grad_conflict/block_0,grad_conflict/block_1,train_loss",
+        "0,0,0.5,0.1,",
+        "0,10,0.3,-0.1,",
+        "0,10,,,1.0",
+        "1,20,0.2,-0.3,",
+    ]
+    (tmp_path / "metrics.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "metrics-1.csv").write_text(
+        "epoch,step,grad_conflict/block_0\n1,30,0.4\n"
+    )
+    per_epoch = conflict_during_training(tmp_path)
+    assert per_epoch == {
+        0: {0: pytest.approx(0.4), 1: pytest.approx(0.0)},
+        1: {0: pytest.approx(0.3), 1: pytest.approx(-0.3)},
+    }
+    png = plot_conflict_during_training(per_epoch, tmp_path / "fig8.png", title="t")
+    assert png.is_file()
