@@ -114,6 +114,7 @@ def fit_timed(
     precision: str,
     root: Path,
     callbacks: list[pl.Callback] | None = None,
+    accelerator: str = "cpu",
 ) -> list[float]:
     """``Trainer.fit`` as a recipe stage builds it (CSV logging on, no progress
     bar, no checkpoints); returns the per-step times."""
@@ -121,7 +122,7 @@ def fit_timed(
     trainer = pl.Trainer(
         max_epochs=1,
         limit_train_batches=steps,
-        accelerator="cpu",
+        accelerator=accelerator,
         devices=1,
         precision=precision,  # type: ignore[arg-type]
         num_sanity_val_steps=0,
