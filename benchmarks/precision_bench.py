@@ -17,11 +17,11 @@ runs (docs: the commands in README "Benchmarks").
 
 Usage::
 
-    python benchmarks/precision_bench.py                          # all presets
+    python benchmarks/precision_bench.py --presets quickstart     # one preset a run
     python benchmarks/precision_bench.py --presets quickstart --rounds 1 --steps 2 \\
         --warmup 1 --output /tmp/p                                # a quick check
 
-Writes ``benchmarks/results/precision.md``.
+Writes ``benchmarks/results/precision_<presets>.md``.
 """
 
 from __future__ import annotations
@@ -88,7 +88,8 @@ def main() -> None:
         + ".",
     ]
     args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "precision.md").write_text("\n".join(lines) + "\n")
+    name = "precision_" + "_".join(args.presets) + ".md"  # one file per preset set
+    (args.output / name).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
