@@ -43,11 +43,9 @@ def _lightly(queries, bank, bank_labels, num_classes, k, temperature):
 
 
 @pytest.mark.parametrize("backend", ["torch", "faiss"])
-def test_knn_classify__agrees_with_lightly(backend, monkeypatch):
+def test_knn_classify__agrees_with_lightly(backend):
     if backend == "faiss":
         pytest.importorskip("faiss")
-        # Several bank blocks and a ragged last block on the faiss CPU path.
-        monkeypatch.setattr(knn, "_BANK_BLOCK", 300)
     queries, bank, bank_labels, _ = _clustered()
     ours = knn_classify(queries, bank, bank_labels, 10, k=50, backend=backend)
     reference = _lightly(queries, bank, bank_labels, 10, 50, 0.1)
@@ -67,6 +65,17 @@ def test_knn_classify__faiss_and_torch_agree_on_every_query():
     by_faiss = knn_classify(queries, bank, bank_labels, 10, backend="faiss")
     by_torch = knn_classify(queries, bank, bank_labels, 10, backend="torch")
     torch.testing.assert_close(by_faiss[:, 0], by_torch[:, 0], rtol=0, atol=0)
+
+
+def test_knn_classify__faiss_cpu_at_monitor_settings_same_top1_as_lightly():
+    """k=200, T=0.1, 100 classes: the knn_bench setting, scaled down."""
+    pytest.importorskip("faiss")
+    queries, bank, bank_labels, _ = _clustered(
+        num_bank=8000, num_queries=2000, dim=48, num_classes=100, seed=2
+    )
+    by_faiss = knn_classify(queries, bank, bank_labels, 100, backend="faiss")
+    reference = _lightly(queries, bank, bank_labels, 100, 200, 0.1)
+    torch.testing.assert_close(by_faiss[:, 0], reference[:, 0], rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("backend", ["torch", "faiss"])
@@ -199,14 +208,6 @@ def test_knn_classify__cuda_matches_cpu():
     on_gpu = knn_classify(queries.cuda(), bank.cuda(), bank_labels.cuda(), 10)
     assert on_gpu.device.type == "cuda"
     torch.testing.assert_close(on_gpu[:, 0].cpu(), on_cpu[:, 0], rtol=0, atol=0)
-
-
-def test_knn_classify__faiss_cpu_restores_torch_threads():
-    pytest.importorskip("faiss")
-    queries, bank, bank_labels, _ = _clustered(num_queries=40)
-    before = torch.get_num_threads()
-    knn_classify(queries, bank, bank_labels, 10, k=5, backend="faiss", chunk_size=8)
-    assert torch.get_num_threads() == before
 
 
 class _FakeFaiss:

@@ -8,19 +8,22 @@ each of the ``k`` most similar bank features votes for its label with weight
 lightly's ``knn_predict`` builds the full (queries, bank) similarity matrix and a
 one-hot (queries, k, classes) tensor: 4.7 GB for a 50k bank, 10k queries and 100
 classes. Here queries are processed in chunks and the vote is a ``scatter_add``,
-so memory stays O(chunk x (k + bank_block)) and O(chunk x classes).
+so memory stays O(chunk x classes) for the vote, and O(num_queries x k) for the
+faiss CPU search's neighbours (O(chunk x bank) on the torch path).
 
 Two search backends share one signature and give the same neighbours (exact
 search, up to ties):
 
 - ``"faiss"``: on CUDA tensors with a GPU build of faiss, faiss's GPU brute-force
-  inner-product search (``faiss.knn_gpu``). On CPU, the inner products of each
-  (query chunk, bank block) tile are computed by torch's GEMM and the top-k is kept
-  by faiss's C++ heap (``float_minheap_array_t.addn``), query chunks spread over
-  single-threaded Python threads. faiss's own brute force
-  (``IndexFlatIP``/``faiss.knn``) is not used on CPU: the faiss-cpu wheels bundle an
-  OpenBLAS whose runtime dispatch may pick a generic kernel (measured here: it
-  picks "Prescott" on a Xeon with AVX-512 and is 4-5x slower than torch's MKL).
+  inner-product search (``faiss.knn_gpu``); on CPU, faiss's exact CPU search
+  (``faiss.knn``, what ``IndexFlatIP.search`` runs, without copying the bank into
+  an index), over all queries in one call so that faiss's OpenMP threads split
+  them; for k >= 100 it keeps each query's top-k in a reservoir
+  (``distance_compute_min_k_reservoir``), not a heap. An earlier path here (torch
+  GEMM tiles of 1024 x 16384 + faiss's heap, on Python threads) was 29% slower
+  than this plain search (bank 50k x 384, 10k queries, k=200,
+  benchmarks/knn_bench.py); profiled single-threaded, its heap updates alone took
+  17% of the time.
 - ``"torch"``: brute force in torch (matmul + ``topk``), the reference; also the
   path on CUDA when faiss has no GPU support, and the fallback (with a one-time
   warning) when faiss is not installed. faiss is an optional extra
@@ -31,8 +34,6 @@ from __future__ import annotations
 
 import functools
 import warnings
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import Literal
 
@@ -45,9 +46,6 @@ from lightly_graft.errors import GraftError, format_options
 Backend = Literal["auto", "faiss", "torch"]
 BACKENDS: tuple[str, ...] = ("auto", "faiss", "torch")
 
-# Number of bank features per GEMM tile on the CPU faiss path. A (chunk_size,
-# _BANK_BLOCK) float32 tile is 64 MB for chunk_size=1024.
-_BANK_BLOCK = 16384
 # faiss's GPU k-selection supports k <= 2048 (GPU_MAX_SELECTION_K).
 _FAISS_GPU_MAX_K = 2048
 _NO_FAISS_WARNED = False
@@ -78,7 +76,8 @@ def knn_classify(
         temperature: Vote weights are ``exp(cos_sim / temperature)``.
         backend: ``"faiss"``, ``"torch"`` or ``"auto"`` (faiss if importable, on
             CUDA only if faiss has GPU support; torch otherwise).
-        chunk_size: Queries processed at once; bounds memory, not the result.
+        chunk_size: Queries voted at once (and searched at once on the torch and
+            faiss GPU paths); bounds memory, not the result.
 
     Returns:
         Predicted classes ranked by vote, (num_queries, min(5, num_classes)), long,
@@ -94,25 +93,27 @@ def knn_classify(
         queries, bank = queries.cpu(), bank.cpu()
     bank_labels = bank_labels.detach().to(device=bank.device, dtype=torch.long)
     num_top = min(5, num_classes)
-    if resolved == "faiss_gpu":
-        search = _faiss_gpu_search
-    elif resolved == "faiss_cpu":
-        search = _faiss_cpu_search
-    else:
-        search = _torch_search
-
-    def classify(start: int) -> Tensor:
-        sims, indices = search(queries[start : start + chunk_size], bank, k)
-        labels = bank_labels[indices.to(bank_labels.device)].to(sims.device)
-        return _vote(sims, labels, num_classes, temperature, num_top)
-
-    starts = range(0, queries.shape[0], chunk_size)
-    if not starts:
+    if queries.shape[0] == 0:
         return torch.empty(0, num_top, dtype=torch.long, device=device)
     if resolved == "faiss_cpu":
-        predictions = _map_on_threads(classify, starts)
+        # One search over all queries: faiss splits them over its OpenMP threads.
+        all_sims, all_indices = _faiss_cpu_search(queries, bank, k)
+
+        def neighbours(start: int) -> tuple[Tensor, Tensor]:
+            end = start + chunk_size
+            return all_sims[start:end], all_indices[start:end]
+
     else:
-        predictions = [classify(start) for start in starts]
+        search = _faiss_gpu_search if resolved == "faiss_gpu" else _torch_search
+
+        def neighbours(start: int) -> tuple[Tensor, Tensor]:
+            return search(queries[start : start + chunk_size], bank, k)
+
+    predictions = []
+    for start in range(0, queries.shape[0], chunk_size):
+        sims, indices = neighbours(start)
+        labels = bank_labels[indices.to(bank_labels.device)].to(sims.device)
+        predictions.append(_vote(sims, labels, num_classes, temperature, num_top))
     return torch.cat(predictions).to(device)
 
 
@@ -165,45 +166,17 @@ def _torch_search(chunk: Tensor, bank: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return (chunk @ bank.T).topk(k, dim=1, sorted=False)
 
 
-def _faiss_cpu_search(chunk: Tensor, bank: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Exact top-k on CPU: torch GEMM per bank block, faiss heap for the top-k."""
+def _faiss_cpu_search(queries: Tensor, bank: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Exact top-k by inner product on CPU with faiss: (num_queries, k) each."""
     faiss = _import_faiss()
     assert faiss is not None
-    num, size = chunk.shape[0], bank.shape[0]
-    heap = faiss.ResultHeap(num, k, keep_max=True)
-    tile = torch.empty(num * min(_BANK_BLOCK, size))  # reused: no page faults
-    for start in range(0, size, _BANK_BLOCK):
-        block = bank[start : start + _BANK_BLOCK]
-        out = torch.mm(chunk, block.T, out=tile[: num * block.shape[0]].view(num, -1))
-        # addn(nj, values (ni, nj) row-major, first id, first heap, ni).
-        heap.heaps.addn(out.shape[1], faiss.swig_ptr(out.numpy()), start, 0, num)
-    return torch.from_numpy(heap.D), torch.from_numpy(heap.I)
-
-
-def _map_on_threads(fn: Callable[[int], Tensor], starts: range) -> list[Tensor]:
-    """Maps ``fn`` over query chunks on ``torch.get_num_threads()`` Python threads.
-
-    Each thread runs torch and faiss single-threaded (both release the GIL), so
-    the cores stay busy without OpenMP barriers between every GEMM tile and heap
-    update: measured 25% less time than letting the two libraries' thread pools
-    take turns on each tile (2-core machine, benchmarks/knn_bench.py).
-    """
-    workers = min(torch.get_num_threads(), len(starts))
-    if workers <= 1:
-        return [fn(start) for start in starts]
-    faiss = _import_faiss()
-    assert faiss is not None
-
-    def single_threaded_faiss() -> None:
-        faiss.omp_set_num_threads(1)  # an OpenMP setting of the calling thread
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(workers, initializer=single_threaded_faiss) as pool:
-            return list(pool.map(fn, starts))
-    finally:
-        torch.set_num_threads(previous)
+    sims, indices = faiss.knn(
+        queries.contiguous().numpy(),
+        bank.contiguous().numpy(),
+        k,
+        metric=faiss.METRIC_INNER_PRODUCT,
+    )
+    return torch.from_numpy(sims), torch.from_numpy(indices)
 
 
 def _faiss_gpu_search(chunk: Tensor, bank: Tensor, k: int) -> tuple[Tensor, Tensor]:
