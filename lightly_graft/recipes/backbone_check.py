@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from lightly_graft.errors import did_you_mean, format_options
+from lightly_graft.recipes.methods import stage_optimizer
 from lightly_graft.recipes.schema import Recipe
-from lightly_graft.recipes.typed import Invalid
+from lightly_graft.recipes.validation import Invalid
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ def backbone_problems(recipe: Recipe) -> Iterator[tuple[str, str]]:
         )
     for i, stage in enumerate(recipe.stages):
         where = f"stages[{i}]"
-        stages = stage.optimizer.num_stages
+        stages = stage_optimizer(stage, where).num_stages
         if shape.depth % stages:
             yield (
                 f"{where}.optimizer.num_stages",

@@ -6,8 +6,8 @@ import pytest
 
 from lightly_graft.errors import RecipeError
 from lightly_graft.recipes import load_recipe
-from lightly_graft.recipes.build import train_transform
 from lightly_graft.recipes.resolve import resolve_recipe
+from lightly_graft.run.build import train_transform
 
 
 @pytest.mark.parametrize(

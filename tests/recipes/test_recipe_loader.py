@@ -5,8 +5,7 @@ from pathlib import Path
 import pytest
 
 from lightly_graft.errors import RecipeError
-from lightly_graft.recipes import load_recipe, recipe_to_yaml
-from lightly_graft.recipes.typed import to_plain
+from lightly_graft.recipes import load_recipe, recipe_to_yaml, to_plain
 
 
 def _edit(recipe_file: Path, old: str, new: str) -> Path:

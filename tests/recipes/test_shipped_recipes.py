@@ -10,8 +10,8 @@ from graft_testing import TINY_METHOD_ARGS
 
 from lightly_graft.modules.backbone import BackboneSpec, build_vit
 from lightly_graft.recipes import load_recipe
-from lightly_graft.recipes.pipeline import prepare_run, run_pipeline
 from lightly_graft.recipes.resolve import resolve_recipe
+from lightly_graft.run.pipeline import prepare_run, run_pipeline
 from tests.recipes.pipeline_fixtures import write_image_folder
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from lightly_graft.recipes.report import KNNPoint
+from lightly_graft.run.report import KNNPoint
 from lightly_graft.training.knn_monitor import KNNMonitor
 
 

@@ -1,12 +1,13 @@
 """The pipeline of ``lightly-graft train``: a recipe's stages, in order.
 
-``prepare_run`` loads, resolves and checks everything up front (recipe, data,
-checkpoints, methods, the run directory); ``run_pipeline`` then measures the
-random-init kNN floor, trains each stage with its own seeded Lightning
-``Trainer`` (see :mod:`~lightly_graft.recipes.stage`), hands each stage's final
-encoder to the next stage's ``Grafting`` callback, and writes ``backbone.pt``,
-``backbone.json`` and ``report.md``. The run directory layout and the resume
-policy are described in :mod:`~lightly_graft.recipes.run_dir`.
+One pass: ``prepare_run`` loads the recipe (:func:`~lightly_graft.recipes.load_recipe`),
+resolves it (:func:`~lightly_graft.recipes.resolve_recipe`), checks its inputs
+(:func:`~lightly_graft.run.checks.check_run`) and claims the run directory;
+``run_pipeline`` then measures the random-init kNN floor, trains each stage with
+its own seeded Lightning ``Trainer`` (:mod:`~lightly_graft.run.stage`), hands
+each stage's final encoder to the next stage's ``Grafting`` callback, and writes
+``backbone.pt``, ``backbone.json`` and ``report.md``. The run directory layout
+and the resume policy are described in :mod:`~lightly_graft.run.run_dir`.
 """
 
 from __future__ import annotations
@@ -22,16 +23,20 @@ import pytorch_lightning as pl
 
 from lightly_graft.analysis.run import run_analysis
 from lightly_graft.errors import GraftError
-from lightly_graft.recipes.build import build_datamodule, build_method
-from lightly_graft.recipes.floor import measure_knn
-from lightly_graft.recipes.loader import load_recipe, recipe_to_yaml, save_recipe
-from lightly_graft.recipes.preflight import preflight
-from lightly_graft.recipes.report import KNNPoint, StageSummary, write_report
-from lightly_graft.recipes.resolve import derived_values, resolve_recipe
-from lightly_graft.recipes.run_dir import RECIPE, RunDirectory
+from lightly_graft.recipes.loader import (
+    load_recipe,
+    recipe_to_yaml,
+    save_recipe,
+    to_plain,
+)
+from lightly_graft.recipes.resolve import derived_values, from_library, resolve_recipe
 from lightly_graft.recipes.schema import Recipe
-from lightly_graft.recipes.stage import StageRunner, device_for, is_global_zero
-from lightly_graft.recipes.typed import to_plain
+from lightly_graft.run.build import build_datamodule, build_method
+from lightly_graft.run.checks import check_run
+from lightly_graft.run.floor import measure_knn
+from lightly_graft.run.report import KNNPoint, StageSummary, write_report
+from lightly_graft.run.run_dir import RECIPE, RunDirectory
+from lightly_graft.run.stage import StageRunner, device_for, is_global_zero
 from lightly_graft.training.checkpoints import export_timm, load_backbone
 
 FLOOR = "floor.json"
@@ -76,11 +81,12 @@ def prepare_run(
             existing run directory that may not be reused.
     """
     source = f"recipe '{recipe_path}'"
-    recipe = resolve_recipe(load_recipe(recipe_path, overrides))
-    preflight(recipe, source=source)
+    loaded = load_recipe(recipe_path, overrides)
+    recipe = resolve_recipe(loaded)
+    check_run(recipe, source=source)
     root = Path(output) if output is not None else Path(recipe.output_dir) / recipe.name
     run_dir = RunDirectory(root)
-    derived = derived_values(recipe)
+    derived = {**derived_values(recipe), "from_library": from_library(loaded)}
     if not check_only and is_global_zero():
         # Under DDP, Lightning re-runs this command in the other ranks once rank 0
         # starts training; the folder is rank 0's by then.

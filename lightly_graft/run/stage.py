@@ -30,16 +30,16 @@ from pytorch_lightning.callbacks import (
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from lightly_graft.recipes.build import (
+from lightly_graft.recipes.loader import save_recipe
+from lightly_graft.recipes.schema import PREVIOUS, Recipe, StageConfig
+from lightly_graft.run.build import (
     backbone_spec,
     build_datamodule,
     build_grafting,
     build_method,
 )
-from lightly_graft.recipes.loader import save_recipe
-from lightly_graft.recipes.report import StageSummary, read_knn_history
-from lightly_graft.recipes.run_dir import RECIPE, RunDirectory
-from lightly_graft.recipes.schema import PREVIOUS, Recipe, StageConfig
+from lightly_graft.run.report import StageSummary, read_knn_history
+from lightly_graft.run.run_dir import RECIPE, RunDirectory
 from lightly_graft.training.checkpoints import save_backbone
 from lightly_graft.training.knn_monitor import KNNMonitor
 
@@ -228,7 +228,7 @@ class StageRunner:
         extra = callbacks(stage, stage_dir, datamodule)
         source = self.graft_source(index, stage, encoders)
         if source is not None:
-            extra.insert(0, build_grafting(stage, stage.graft, *source))  # type: ignore[arg-type]
+            extra.insert(0, build_grafting(stage, *source))
         resume = self.run_dir.resume_checkpoint(stage.name)
         if is_global_zero():
             keep_metrics(stage_dir)
