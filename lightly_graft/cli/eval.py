@@ -155,8 +155,9 @@ def _model_spec(args: argparse.Namespace) -> Any:
 
 def _evaluate(args: argparse.Namespace, vit: Any, output: Path) -> dict[str, Any]:
     from lightly_graft import eval as protocols
+    from lightly_graft.training.devices import resolve_device
 
-    device = _device(args.device)
+    device = resolve_device(args.device)
     if args.protocol in ("finetune", "partial"):
         return _finetune(args, vit, device, output)
     train_set, test_set, num_classes = _datasets(args, vit, augment=False)
@@ -305,24 +306,6 @@ def _loader(args: argparse.Namespace, dataset: Any, shuffle: bool = False) -> An
         num_workers=args.num_workers,
         drop_last=False,
     )
-
-
-def _device(name: str) -> Any:
-    import torch
-
-    from lightly_graft.errors import GraftError
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise GraftError(
-            f"--device '{name}' is not a device: use auto, cpu or cuda."
-        ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise GraftError(f"--device {name} but CUDA is not available: use cpu.")
-    return device
 
 
 def _markdown(record: dict[str, Any]) -> str:

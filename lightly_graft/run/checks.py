@@ -96,28 +96,20 @@ def check_inputs(recipe: Recipe, *, source: str) -> None:
         raise RecipeError(f"{source}: " + "; ".join(problems))
 
 
-def check_methods_build(recipe: Recipe, *, source: str) -> None:
-    """Builds every stage's method on the meta device; errors name the stage."""
+def check_stages_build(recipe: Recipe, *, source: str) -> None:
+    """Builds every stage's method (on the meta device) and view transform."""
     for i, stage in enumerate(recipe.stages):
+        where = f"{source}: stages[{i}] ('{stage.method}')"
         try:
             with torch.device("meta"):
                 build_method(recipe, stage)
         except (GraftError, ValueError, TypeError) as error:
-            raise RecipeError(
-                f"{source}: stages[{i}] ('{stage.method}'): the method cannot be "
-                f"built with method_args {stage.method_args}: {error}"
-            ) from None
-
-
-def check_transforms(recipe: Recipe, *, source: str) -> None:
-    """Builds every stage's view transform; errors name the stage."""
-    for i, stage in enumerate(recipe.stages):
+            message = f"the method cannot be built with these method_args: {error}"
+            raise RecipeError(f"{where}: {message}") from None
         try:
             train_transform(recipe.data, stage.method)
         except (GraftError, ValueError, TypeError) as error:
-            raise RecipeError(
-                f"{source}: stages[{i}] ('{stage.method}'): {error}"
-            ) from None
+            raise RecipeError(f"{where}: {error}") from None
 
 
 def check_graft_checkpoints(recipe: Recipe, *, source: str) -> None:
@@ -154,6 +146,5 @@ def check_graft_checkpoints(recipe: Recipe, *, source: str) -> None:
 def check_run(recipe: Recipe, *, source: str) -> None:
     """Runs every check of the module docstring, cheapest first."""
     check_inputs(recipe, source=source)
-    check_methods_build(recipe, source=source)
-    check_transforms(recipe, source=source)
+    check_stages_build(recipe, source=source)
     check_graft_checkpoints(recipe, source=source)

@@ -9,40 +9,55 @@ that learned nothing scores the floor, not zero.
 
 from __future__ import annotations
 
-import torch
-from torch import nn
-from torch.utils.data import DataLoader
+import json
+from pathlib import Path
+from typing import Any
 
+import pytorch_lightning as pl
+
+from lightly_graft.recipes.schema import Recipe
+from lightly_graft.run.build import build_method
 from lightly_graft.run.report import KNNPoint
+from lightly_graft.training.devices import resolve_device
 from lightly_graft.training.knn_monitor import KNNMonitor
 
+FLOOR = "floor.json"
 
-def measure_knn(
-    model: nn.Module,
-    bank_loader: DataLoader,
-    query_loader: DataLoader,
-    *,
-    num_classes: int,
-    k: int,
-    temperature: float,
-    device: torch.device | str = "cpu",
-) -> tuple[KNNPoint, float]:
-    """kNN top-1/top-5 of ``model`` (as epoch 0) and the seconds it took.
 
-    The model is moved to ``device`` for the measurement and back after it;
-    ``KNNMonitor.evaluate`` restores its train/eval modes and the RNG states.
-    """
+def random_init_floor(
+    recipe: Recipe, root: Path, method: Any, datamodule: Any
+) -> KNNPoint | None:
+    """Measures the floor on ``method`` (None: a fresh stage-0 method) and saves
+    it in ``root/floor.json``; a resumed run reads it back from there. The model
+    is moved to the recipe's device and back; ``KNNMonitor.evaluate`` restores
+    its train/eval modes and the RNG states."""
+    path = root / FLOOR
+    if not recipe.random_init_knn:
+        return None
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        return KNNPoint(0, saved["top1"], saved["top5"])
+    if method is None:  # resumed after stage 0 without a saved floor
+        pl.seed_everything(recipe.seed, workers=True, verbose=False)
+        method = build_method(recipe, recipe.stages[0])
+    knn = recipe.stages[0].knn
     monitor = KNNMonitor(
-        bank_loader,
-        query_loader,
-        k=min(k, len(bank_loader.dataset)),  # type: ignore[arg-type]
-        temperature=temperature,
-        num_classes=num_classes,
+        datamodule.knn_bank_dataloader(),
+        datamodule.knn_query_dataloader(),
+        k=min(knn.k, len(datamodule.bank_set)),
+        temperature=knn.temperature,
+        num_classes=datamodule.num_classes,
     )
-    original = next(model.parameters()).device
-    model.to(device)
+    original = next(method.parameters()).device
+    method.to(resolve_device(recipe.accelerator))
     try:
-        result = monitor.evaluate(model)
+        result = monitor.evaluate(method)
     finally:
-        model.to(original)
-    return KNNPoint(0, result["top1"], result["top5"]), result["seconds"]
+        method.to(original)
+    point = KNNPoint(0, result["top1"], result["top5"])
+    print(
+        f"random-init kNN floor: top-1 {100 * point.top1:.1f}%, top-5 "
+        f"{100 * point.top5:.1f}% ({result['seconds']:.0f} s)"
+    )
+    path.write_text(json.dumps({"top1": point.top1, "top5": point.top5}) + "\n")
+    return point

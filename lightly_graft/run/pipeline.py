@@ -12,7 +12,7 @@ and the resume policy are described in :mod:`~lightly_graft.run.run_dir`.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -33,13 +33,12 @@ from lightly_graft.recipes.resolve import derived_values, from_library, resolve_
 from lightly_graft.recipes.schema import Recipe
 from lightly_graft.run.build import build_datamodule, build_method
 from lightly_graft.run.checks import check_run
-from lightly_graft.run.floor import measure_knn
+from lightly_graft.run.floor import random_init_floor
 from lightly_graft.run.report import KNNPoint, StageSummary, write_report
 from lightly_graft.run.run_dir import RECIPE, RunDirectory
-from lightly_graft.run.stage import StageRunner, device_for, is_global_zero
+from lightly_graft.run.stage import StageRunner, is_global_zero
 from lightly_graft.training.checkpoints import export_timm, load_backbone
-
-FLOOR = "floor.json"
+from lightly_graft.training.devices import resolve_device
 
 
 @dataclass(frozen=True)
@@ -90,7 +89,7 @@ def prepare_run(
     if not check_only and is_global_zero():
         # Under DDP, Lightning re-runs this command in the other ranks once rank 0
         # starts training; the folder is rank 0's by then.
-        run_dir.prepare(_plain(recipe), resume=resume)
+        run_dir.prepare(to_plain(recipe), resume=resume)
     return RunPlan(
         recipe=recipe,
         source=source,
@@ -99,41 +98,6 @@ def prepare_run(
         derived=derived,
         resolved_yaml=recipe_to_yaml(recipe, derived=derived),
     )
-
-
-def _plain(recipe: Recipe) -> dict[str, Any]:
-    plain = to_plain(recipe)
-    plain.pop("derived", None)
-    return plain
-
-
-def _floor(plan: RunPlan, method: Any, datamodule: Any) -> KNNPoint | None:
-    """Measures (or, when resuming, reads back) the random-init kNN floor."""
-    recipe, path = plan.recipe, plan.run_dir.root / FLOOR
-    if not recipe.random_init_knn:
-        return None
-    if path.is_file():
-        saved = json.loads(path.read_text())
-        return KNNPoint(0, saved["top1"], saved["top5"])
-    if method is None:  # resumed after stage 0 without a saved floor
-        pl.seed_everything(recipe.seed, workers=True, verbose=False)
-        method = build_method(recipe, recipe.stages[0])
-    knn = recipe.stages[0].knn
-    point, seconds = measure_knn(
-        method,
-        datamodule.knn_bank_dataloader(),
-        datamodule.knn_query_dataloader(),
-        num_classes=datamodule.num_classes,
-        k=knn.k,
-        temperature=knn.temperature,
-        device=device_for(recipe.accelerator),
-    )
-    print(
-        f"random-init kNN floor: top-1 {100 * point.top1:.1f}%, top-5 "
-        f"{100 * point.top5:.1f}% ({seconds:.0f} s)"
-    )
-    path.write_text(json.dumps({"top1": point.top1, "top5": point.top5}) + "\n")
-    return point
 
 
 def _analyses(recipe: Recipe, root: Path, encoders: dict[str, Path]) -> list[Path]:
@@ -152,7 +116,7 @@ def _analyses(recipe: Recipe, root: Path, encoders: dict[str, Path]) -> list[Pat
                 labels=names,
                 num_batches=4,
                 batch_size=64,
-                device=device_for(recipe.accelerator),
+                device=resolve_device(recipe.accelerator),
                 seed=recipe.seed,
             )
         except (GraftError, RuntimeError, ValueError) as error:
@@ -188,46 +152,37 @@ def run_pipeline(plan: RunPlan, *, progress_bar: bool = True) -> RunSummary:
     if run_dir.done(recipe.stages[0].name) is None:
         # The floor is measured on the very model that stage 0 then trains.
         first = build_method(recipe, recipe.stages[0])
-    floor = _floor(plan, first, first_data) if is_global_zero() else None
+    floor = (
+        random_init_floor(recipe, run_dir.root, first, first_data)
+        if is_global_zero()
+        else None
+    )
     runner = StageRunner(plan.recipe, run_dir, plan.derived, progress_bar=progress_bar)
     encoders: dict[str, Path] = {}
     summaries = []
     for index, stage in enumerate(recipe.stages):
         method = first if index == 0 else None
         data = first_data if index == 0 else None
-        summary, encoder = runner.run(index, encoders, method=method, datamodule=data)
-        summaries.append(summary)
-        encoders[stage.name] = encoder
-    backbone = run_dir.root / "backbone.pt"
-    seconds = time.perf_counter() - start
-    if not is_global_zero():  # rank 0 writes the backbone and the report
-        return RunSummary(
-            run_dir.root,
-            run_dir.root / "report.md",
-            backbone,
-            None,
-            tuple(summaries),
-            seconds,
+        done, encoders[stage.name] = runner.run(
+            index, encoders, method=method, datamodule=data
         )
-    vit, spec = load_backbone(encoders[recipe.stages[-1].name], "lightly_graft")
-    export_timm(backbone, vit, spec)
-    figures = _analyses(recipe, run_dir.root, encoders)
-    report = write_report(
-        run_dir.root,
-        title=f"lightly-graft run `{recipe.name}`",
-        description=recipe.description,
-        floor=floor,
-        stages=summaries,
-        recipe_yaml=plan.resolved_yaml,
-        knn_setup=_knn_setup(recipe, first_data),
-        seconds=seconds,
-        figures=figures,
+        summaries.append(done)
+    root = run_dir.root
+    summary = RunSummary(
+        root, root / "report.md", root / "backbone.pt", floor, tuple(summaries), 0.0
     )
-    return RunSummary(
-        run_dir=run_dir.root,
-        report=report,
-        backbone=backbone,
-        floor=floor,
-        stages=tuple(summaries),
-        seconds=seconds,
-    )
+    if is_global_zero():  # rank 0 writes the backbone and the report
+        vit, spec = load_backbone(encoders[recipe.stages[-1].name], "lightly_graft")
+        export_timm(summary.backbone, vit, spec)
+        write_report(
+            root,
+            title=f"lightly-graft run `{recipe.name}`",
+            description=recipe.description,
+            floor=floor,
+            stages=summaries,
+            recipe_yaml=plan.resolved_yaml,
+            knn_setup=_knn_setup(recipe, first_data),
+            seconds=time.perf_counter() - start,
+            figures=_analyses(recipe, root, encoders),
+        )
+    return dataclasses.replace(summary, seconds=time.perf_counter() - start)
