@@ -6,8 +6,8 @@ wrong types and out-of-range values are a ``RecipeError`` naming the file, the
 key path and the valid options); ``resolve_recipe`` fills in the auto values
 and every key left to the library (a stage's optimizer from its method's
 ``default_optimizer()``, its ``method_args`` from the constructor);
-``save_recipe`` writes the resolved recipe beside a checkpoint. The format
-reference is ``docs/recipes.md``.
+``save_recipe`` writes the resolved recipe beside a checkpoint. The models are
+in :mod:`~lightly_graft.recipes.schema`; the reference is ``docs/recipes.md``.
 """
 
 from __future__ import annotations
@@ -21,28 +21,9 @@ from lightly_graft.recipes.loader import (
 )
 from lightly_graft.recipes.methods import method_args, stage_optimizer
 from lightly_graft.recipes.resolve import derived_values, from_library, resolve_recipe
-from lightly_graft.recipes.schema import (
-    AnchorConfig,
-    Augment,
-    BackboneConfig,
-    DataConfig,
-    GraftConfig,
-    KNNConfig,
-    Normalize,
-    OptimizerConfig,
-    Recipe,
-    StageConfig,
-)
+from lightly_graft.recipes.schema import Recipe, StageConfig
 
 __all__ = [
-    "AnchorConfig",
-    "Augment",
-    "BackboneConfig",
-    "DataConfig",
-    "GraftConfig",
-    "KNNConfig",
-    "Normalize",
-    "OptimizerConfig",
     "Recipe",
     "StageConfig",
     "derived_values",

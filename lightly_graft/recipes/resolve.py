@@ -77,34 +77,26 @@ def from_library(recipe: Recipe) -> dict[str, Any]:
     """The keys a loaded (unresolved) recipe leaves to the library, by section:
     ``{"stages[1].optimizer": {"from": "GraftedMoCo.default_optimizer()",
     "keys": [...]}, ...}``."""
-    out: dict[str, Any] = {}
-    augment = [k for k, v in recipe.data.augment if v is None and k != "preset"]
-    if augment:
-        out["data.augment"] = {
-            "from": "augmentation_defaults(image_size)",
-            "keys": augment,
-        }
-    if recipe.data.normalize is None:
-        out["data.normalize"] = {
-            "from": "default_normalize(data.path)",
-            "keys": ["mean", "std"],
-        }
+    left = {
+        "data.augment": (
+            "augmentation_defaults(image_size)",
+            [k for k, v in recipe.data.augment if v is None and k != "preset"],
+        ),
+        "data.normalize": (
+            "default_normalize(data.path)",
+            ["mean", "std"] if recipe.data.normalize is None else [],
+        ),
+    }
     for i, stage in enumerate(recipe.stages):
-        cls = zoo.get(stage.method).cls.__name__
-        resolved = resolve_stage(stage)
-        left = sorted(
-            set(resolved.optimizer.model_fields_set) - stage.optimizer.model_fields_set
-        )
-        if left:
-            source = f"{cls}.default_optimizer()"
-            out[f"stages[{i}].optimizer"] = {"from": source, "keys": left}
-        args = sorted(set(resolved.method_args) - set(stage.method_args))
-        if args:
-            out[f"stages[{i}].method_args"] = {
-                "from": f"{cls}(...) defaults",
-                "keys": args,
-            }
-    return out
+        name, resolved = zoo.get(stage.method).cls.__name__, resolve_stage(stage)
+        given = stage.optimizer.model_fields_set
+        keys = sorted(set(resolved.optimizer.model_fields_set) - given)
+        left[f"stages[{i}].optimizer"] = (f"{name}.default_optimizer()", keys)
+        keys = sorted(set(resolved.method_args) - set(stage.method_args))
+        left[f"stages[{i}].method_args"] = (f"{name}(...) defaults", keys)
+    return {
+        path: {"from": src, "keys": keys} for path, (src, keys) in left.items() if keys
+    }
 
 
 def global_batch_size(recipe: Recipe, stage: StageConfig) -> int:

@@ -50,19 +50,19 @@ def join(path: str, key: str | int) -> str:
 
 def as_tuples(tree: Any) -> Any:
     """A YAML tree with every list as a tuple."""
-    if isinstance(tree, Mapping):
-        return {k: as_tuples(v) for k, v in tree.items()}
-    if isinstance(tree, list | tuple):
-        return tuple(as_tuples(v) for v in tree)
-    return tree
+    return _sequences(tree, tuple)
 
 
 def as_lists(tree: Any) -> Any:
     """The inverse of :func:`as_tuples`: plain YAML-able data."""
+    return _sequences(tree, list)
+
+
+def _sequences(tree: Any, kind: type) -> Any:
     if isinstance(tree, Mapping):
-        return {k: as_lists(v) for k, v in tree.items()}
+        return {k: _sequences(v, kind) for k, v in tree.items()}
     if isinstance(tree, list | tuple):
-        return [as_lists(v) for v in tree]
+        return kind(_sequences(v, kind) for v in tree)
     return tree
 
 
