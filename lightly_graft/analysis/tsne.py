@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from sklearn.manifold import TSNE
 from torch import Tensor, nn
 
 from lightly_graft.analysis.plotting import colors, new_figure, save_figure, write_csv
@@ -86,6 +85,8 @@ def tsne(
     if count < 3:
         raise ValueError(f"t-SNE needs at least 3 samples, got {count}.")
     perplexity = max(1.0, min(perplexity, (count - 1) / 3))
+    from sklearn.manifold import TSNE  # scikit-learn only when a t-SNE is drawn
+
     coordinates = TSNE(
         n_components=2,
         perplexity=perplexity,
