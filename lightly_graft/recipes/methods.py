@@ -38,10 +38,9 @@ _OPTIMIZER = signature_model(GraftedStageOptimizer, name="GraftedStageOptimizer"
 @functools.cache
 def method_args_model(method: str) -> type[BaseModel]:
     """The strict model of a zoo method's constructor arguments."""
-    entry = zoo.get(method)
-    return signature_model(
-        entry.cls, name=f"{entry.cls.__name__}Args", exclude=SET_BY_RECIPE
-    )
+    entry = zoo.get(method)  # its config_cls: the constructor's signature
+    name = f"{entry.cls.__name__}Args"
+    return signature_model(entry.config_cls, name=name, exclude=SET_BY_RECIPE)
 
 
 def _entry(stage: StageConfig, path: str) -> zoo.ZooEntry:
