@@ -49,8 +49,8 @@ sys.path.insert(0, str(ROOT))
 from lightly_graft.methods.base import SSLMethod, unpack_batch  # noqa: E402
 from lightly_graft.methods.grafted_moco import GraftedMoCo  # noqa: E402
 from lightly_graft.recipes import load_recipe  # noqa: E402
-from lightly_graft.recipes.build import build_datamodule, build_method  # noqa: E402
 from lightly_graft.recipes.resolve import resolve_recipe  # noqa: E402
+from lightly_graft.run.build import build_datamodule, build_method  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "augment.md"
 

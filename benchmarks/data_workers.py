@@ -24,8 +24,8 @@ from typing import Any
 import torch
 
 from lightly_graft.recipes import load_recipe
-from lightly_graft.recipes.build import build_datamodule, build_method
 from lightly_graft.recipes.resolve import resolve_recipe
+from lightly_graft.run.build import build_datamodule, build_method
 
 RESULTS = Path(__file__).parent / "results" / "data_workers.md"
 

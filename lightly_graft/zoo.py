@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import sys
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -105,6 +106,30 @@ def register(
     )
     _REGISTRY[name] = entry
     return entry
+
+
+def method(name: str, *, recipe: str | None = None) -> Callable[[type], type]:
+    """Class decorator: registers the class under ``name``, beside its
+    definition, with its module's ``make_transform``, ``make_batched_transform``
+    and module-level ``transform`` (lightly's benchmark contract) and the first
+    sentence of its
+    docstring as the description."""
+
+    def decorate(cls: type) -> type:
+        module = sys.modules[cls.__module__]
+        summary = " ".join((cls.__doc__ or "").split("\n\n")[0].split())
+        register(
+            name,
+            cls,
+            transform_factory=module.make_transform,
+            transform=module.transform,
+            batched_transform_factory=module.make_batched_transform,
+            description=summary.split(". ")[0].rstrip(".").replace("``", ""),
+            recipe=recipe,
+        )
+        return cls
+
+    return decorate
 
 
 def _load() -> None:

@@ -60,6 +60,7 @@ from lightly_graft.functional.gradients import block_parameters
 from lightly_graft.functional.vic import VIC_DEFINITIONS
 from lightly_graft.modules.backbone import BackboneSpec
 from lightly_graft.training.checkpoints import check_format, load_backbone
+from lightly_graft.training.devices import resolve_device
 
 KINDS = ("gradient-conflict", "vic", "attention-distance", "tsne")
 
@@ -145,7 +146,7 @@ def run_analysis(
             f"num_batches={num_batches}, batch_size={batch_size}."
         )
     loaded = load_checkpoints(checkpoints, formats, labels)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
     settings = _Settings(data, num_batches, batch_size, device, num_workers, seed)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)

@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from sklearn.manifold import TSNE
 from torch import Tensor, nn
 
 from lightly_graft.analysis.plotting import colors, new_figure, save_figure, write_csv
+from lightly_graft.modules.embed import embed_batches
 
 #: Largest set embedded with exact t-SNE (Barnes-Hut above).
 EXACT_MAX_SAMPLES = 512
@@ -37,7 +36,6 @@ class TSNEResult:
     labels: np.ndarray
 
 
-@torch.no_grad()
 def embed(
     model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -51,19 +49,10 @@ def embed(
     Returns:
         (num_samples, dim) float32 features and (num_samples,) int64 labels.
     """
-    was_training = model.training
-    model.eval()
-    features: list[np.ndarray] = []
-    labels: list[np.ndarray] = []
-    try:
-        for images, targets in batches:
-            features.append(model(images).float().cpu().numpy())
-            labels.append(torch.as_tensor(targets).long().cpu().numpy())
-    finally:
-        model.train(was_training)
-    if not features:
+    embedded = embed_batches(model, batches)
+    if embedded is None:
         raise ValueError("embed got no batches.")
-    return np.concatenate(features), np.concatenate(labels)
+    return embedded[0].cpu().numpy(), embedded[1].cpu().numpy()
 
 
 def tsne(
@@ -96,6 +85,8 @@ def tsne(
     if count < 3:
         raise ValueError(f"t-SNE needs at least 3 samples, got {count}.")
     perplexity = max(1.0, min(perplexity, (count - 1) / 3))
+    from sklearn.manifold import TSNE  # scikit-learn only when a t-SNE is drawn
+
     coordinates = TSNE(
         n_components=2,
         perplexity=perplexity,

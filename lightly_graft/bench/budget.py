@@ -25,9 +25,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from lightly_graft.recipes.build import build_datamodule, build_method
 from lightly_graft.recipes.loader import recipe_from_tree
 from lightly_graft.recipes.resolve import resolve_recipe
+from lightly_graft.run.build import build_datamodule, build_method
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,8 @@ from lightly_graft.bench.evaluate import evaluate, finite
 from lightly_graft.bench.suite import Arm, Suite, dependencies, load_suite
 from lightly_graft.errors import GraftError, RecipeError
 from lightly_graft.recipes.loader import recipe_from_tree
-from lightly_graft.recipes.run_dir import differing_keys
 from lightly_graft.recipes.yaml_io import dump_yaml, read_yaml
+from lightly_graft.run.run_dir import differing_keys
 
 SUITE = "suite.yaml"
 LR_KEYS = ("base_lr", "stage_lrs", "head_lr")
@@ -404,7 +404,7 @@ class Bench:
         return result
 
     def _train_and_evaluate(self, job: Job) -> dict[str, Any]:
-        from lightly_graft.recipes.pipeline import prepare_run, run_pipeline
+        from lightly_graft.run.pipeline import prepare_run, run_pipeline
 
         arm = self.suite.arm(job.arm)
         tree = self.tree(job)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from lightly_graft.analysis.run import KINDS
 from lightly_graft.functional.vic import VIC_DEFINITIONS
 from lightly_graft.training.checkpoints import FORMATS
-
-KINDS = ("gradient-conflict", "vic", "attention-distance", "tsne")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

@@ -12,14 +12,16 @@ to ``--output`` (default: ``eval-<protocol>`` beside the checkpoint).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
 from typing import Any
 
+from lightly_graft.eval.protocols import PROTOCOLS, EvalSettings
 from lightly_graft.training.checkpoints import FORMATS
 
-PROTOCOLS = ("knn", "linear", "fewshot", "finetune", "partial")
+DEFAULTS = EvalSettings()
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -30,7 +32,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("checkpoint", type=Path, help="backbone checkpoint file")
-    parser.add_argument("--data", default="default", help="'default' or a directory")
+    parser.add_argument(
+        "--data", default=DEFAULTS.data, help="'default' or a directory"
+    )
     parser.add_argument("--protocol", required=True, choices=PROTOCOLS)
     parser.add_argument("--format", default="timm", choices=FORMATS)
     parser.add_argument(
@@ -40,17 +44,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         'a timm name or JSON, e.g. \'{"name": "vit_tiny_patch16_224", "img_size": 32}\'',
     )
     parser.add_argument("--output", type=Path, default=None, help="output directory")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
+    parser.add_argument("--num-workers", type=int, default=DEFAULTS.num_workers)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:i]")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=DEFAULTS.seed)
     parser.add_argument("--limit-train", type=int, default=None, help="subset size")
     parser.add_argument("--limit-test", type=int, default=None, help="subset size")
     group = parser.add_argument_group("knn")
-    group.add_argument("--k", type=int, default=200)
-    group.add_argument("--temperature", type=float, default=0.1)
+    group.add_argument("--k", type=int, default=DEFAULTS.k)
+    group.add_argument("--temperature", type=float, default=DEFAULTS.temperature)
     group.add_argument(
-        "--knn-backend", default="auto", choices=("auto", "faiss", "torch")
+        "--knn-backend",
+        default=DEFAULTS.knn_backend,
+        choices=("auto", "faiss", "torch"),
     )
     group = parser.add_argument_group("linear / finetune / partial")
     group.add_argument(
@@ -59,12 +65,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     group.add_argument(
         "--lrs", type=float, nargs="+", default=None, help="linear LR grid"
     )
-    group.add_argument("--optimizer", default="sgd", choices=("sgd", "lars"))
-    group.add_argument("--base-lr", type=float, default=5e-4)
-    group.add_argument("--layer-decay", type=float, default=0.6)
-    group.add_argument("--weight-decay", type=float, default=0.05)
-    group.add_argument("--warmup-epochs", type=float, default=5.0)
-    group.add_argument("--label-smoothing", type=float, default=0.1)
+    group.add_argument(
+        "--optimizer", default=DEFAULTS.optimizer, choices=("sgd", "lars")
+    )
+    group.add_argument("--base-lr", type=float, default=DEFAULTS.base_lr)
+    group.add_argument("--layer-decay", type=float, default=DEFAULTS.layer_decay)
+    group.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay)
+    group.add_argument("--warmup-epochs", type=float, default=DEFAULTS.warmup_epochs)
+    group.add_argument(
+        "--label-smoothing", type=float, default=DEFAULTS.label_smoothing
+    )
     group.add_argument(
         "--freeze-blocks", type=int, default=None, help="partial: blocks to freeze"
     )
@@ -77,8 +87,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "saved like the fewshot subsets (--subsets)",
     )
     group = parser.add_argument_group("fewshot")
-    group.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.1])
-    group.add_argument("--cs", type=float, nargs="+", default=[0.1, 1.0, 10.0])
+    group.add_argument(
+        "--fractions", type=float, nargs="+", default=list(DEFAULTS.fractions)
+    )
+    group.add_argument("--cs", type=float, nargs="+", default=list(DEFAULTS.cs))
     group.add_argument(
         "--subsets", type=Path, default=None, help="subsets JSON (read or written)"
     )
@@ -86,14 +98,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lightly_graft.eval.protocols import evaluate
     from lightly_graft.training.checkpoints import load_backbone
+    from lightly_graft.training.devices import resolve_device
 
     _check_args(args)
     vit, spec = load_backbone(args.checkpoint, args.format, spec=_model_spec(args))
     output = args.output or args.checkpoint.parent / f"eval-{args.protocol}"
     output.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    metrics = _evaluate(args, vit, output)
+    names = [f.name for f in dataclasses.fields(EvalSettings)]
+    settings = EvalSettings(**{name: getattr(args, name) for name in names})
+    device = resolve_device(args.device)
+    metrics = evaluate(args.protocol, vit, settings, device=device, output=output)
     record = {
         "checkpoint": str(args.checkpoint),
         "format": args.format,
@@ -151,178 +168,6 @@ def _model_spec(args: argparse.Namespace) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as error:
         raise GraftError(f"--model is not valid JSON ({error}): {text}") from None
-
-
-def _evaluate(args: argparse.Namespace, vit: Any, output: Path) -> dict[str, Any]:
-    from lightly_graft import eval as protocols
-
-    device = _device(args.device)
-    if args.protocol in ("finetune", "partial"):
-        return _finetune(args, vit, device, output)
-    train_set, test_set, num_classes = _datasets(args, vit, augment=False)
-    vit.to(device)
-    train_x, train_y = protocols.extract_features(vit, _loader(args, train_set))
-    test_x, test_y = protocols.extract_features(vit, _loader(args, test_set))
-    data = (train_x, train_y, test_x, test_y, num_classes)
-    if args.protocol == "knn":
-        k = min(args.k, train_x.shape[0])
-        return protocols.knn_eval(
-            *data, k=k, temperature=args.temperature, backend=args.knn_backend
-        )
-    if args.protocol == "linear":
-        lrs = args.lrs or protocols.linear.DEFAULT_LRS
-        return protocols.linear_eval(
-            train_x.to(device),
-            train_y.to(device),
-            test_x.to(device),
-            test_y.to(device),
-            num_classes,
-            lrs=lrs,
-            epochs=args.epochs or 90,
-            batch_size=args.batch_size,
-            optimizer=args.optimizer,
-            weight_decay=0.0,
-            seed=args.seed,
-        ).as_dict()
-    return protocols.fewshot_eval(
-        *data,
-        fractions=args.fractions,
-        seed=args.seed,
-        subsets_path=args.subsets or output / "fewshot_subsets.json",
-        cs=args.cs,
-    )
-
-
-def _finetune(
-    args: argparse.Namespace, vit: Any, device: Any, output: Path
-) -> dict[str, Any]:
-    from lightly_graft.eval.finetune import FinetuneSettings, finetune
-
-    train_set, test_set, num_classes = _datasets(args, vit, augment=True)
-    labelled: dict[str, Any] = {}
-    if args.label_fraction is not None:
-        train_set, labelled = _labelled(args, train_set, output)
-    settings = FinetuneSettings(
-        epochs=args.epochs or 100,
-        base_lr=args.base_lr,
-        layer_decay=args.layer_decay,
-        weight_decay=args.weight_decay,
-        warmup_epochs=args.warmup_epochs,
-        frozen_blocks=args.freeze_blocks or 0,
-        label_smoothing=args.label_smoothing,
-    )
-    accelerator = "gpu" if device.type == "cuda" else "cpu"
-    devices = [device.index or 0] if device.type == "cuda" else 1
-    metrics = finetune(
-        vit,
-        _loader(args, train_set, shuffle=True),
-        _loader(args, test_set),
-        num_classes,
-        settings,
-        accelerator=accelerator,
-        devices=devices,
-        output=output,
-        seed=args.seed,
-    )
-    return {**metrics, **labelled}
-
-
-def _labelled(
-    args: argparse.Namespace, train_set: Any, output: Path
-) -> tuple[Any, dict[str, Any]]:
-    """The class-balanced labelled subset of ``--label-fraction`` (semi-supervised
-    fine-tuning), the same draw and file format as the fewshot protocol's."""
-    import numpy as np
-    from torch.utils.data import Subset
-
-    from lightly_graft.eval.fewshot import labelled_subsets
-
-    fraction = args.label_fraction
-    path = args.subsets or output / "fewshot_subsets.json"
-    labels = np.asarray(_targets(train_set))
-    indices = labelled_subsets(labels, [fraction], args.seed, path)
-    chosen = indices[float(fraction)].tolist()
-    info = {"label_fraction": fraction, "num_labelled": len(chosen)}
-    return Subset(train_set, chosen), {**info, "subsets": str(path)}
-
-
-def _targets(dataset: Any) -> list[int]:
-    """Labels of a dataset (``targets``) or of a ``Subset`` of one, without
-    loading images."""
-    from torch.utils.data import Subset
-
-    if isinstance(dataset, Subset):
-        parent = _targets(dataset.dataset)
-        return [parent[i] for i in dataset.indices]
-    return list(dataset.targets)
-
-
-def _datasets(args: argparse.Namespace, vit: Any, *, augment: bool) -> tuple:
-    """Train and held-out splits (seeded subsets if limited) and the class count."""
-    from torchvision import transforms as T
-
-    from lightly_graft.data import (
-        default_normalize,
-        eval_transform,
-        open_dataset,
-        seeded_subset,
-    )
-
-    size = vit.patch_embed.img_size[0]
-    normalize = default_normalize(args.data)
-    test_transform = eval_transform(input_size=size, normalize=normalize)
-    train_transform = test_transform
-    if augment:  # fine-tuning: MAE's crop and flip (no RandAugment/mixup)
-        train_transform = T.Compose(
-            [
-                T.RandomResizedCrop(size, scale=(0.08, 1.0)),
-                T.RandomHorizontalFlip(),
-                T.ToTensor(),
-                T.Normalize(mean=normalize["mean"], std=normalize["std"]),
-            ]
-        )
-    train = open_dataset(
-        args.data, train=True, transform=train_transform, seed=args.seed
-    )
-    test = open_dataset(
-        args.data, train=False, transform=test_transform, seed=args.seed
-    )
-    num_classes = len(train.classes)  # type: ignore[attr-defined]
-    return (
-        seeded_subset(train, args.limit_train, args.seed),
-        seeded_subset(test, args.limit_test, args.seed),
-        num_classes,
-    )
-
-
-def _loader(args: argparse.Namespace, dataset: Any, shuffle: bool = False) -> Any:
-    from torch.utils.data import DataLoader
-
-    return DataLoader(
-        dataset,
-        batch_size=args.batch_size,
-        shuffle=shuffle,
-        num_workers=args.num_workers,
-        drop_last=False,
-    )
-
-
-def _device(name: str) -> Any:
-    import torch
-
-    from lightly_graft.errors import GraftError
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise GraftError(
-            f"--device '{name}' is not a device: use auto, cpu or cuda."
-        ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise GraftError(f"--device {name} but CUDA is not available: use cpu.")
-    return device
 
 
 def _markdown(record: dict[str, Any]) -> str:

@@ -99,8 +99,8 @@ def overrides_from_args(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lightly_graft.recipes.pipeline import prepare_run, run_pipeline
-    from lightly_graft.recipes.stage import is_global_zero
+    from lightly_graft.run.pipeline import prepare_run, run_pipeline
+    from lightly_graft.run.stage import is_global_zero
 
     plan = prepare_run(
         args.recipe,

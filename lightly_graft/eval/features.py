@@ -7,6 +7,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from lightly_graft.errors import DataError, GraftError
+from lightly_graft.modules.embed import embed_batches
 
 
 def extract_features(
@@ -25,26 +26,12 @@ def extract_features(
     Returns:
         features (num_samples, dim) float32 and labels (num_samples,) long, on CPU.
     """
-    if device is None:
-        parameter = next(model.parameters(), None)
-        device = parameter.device if parameter is not None else torch.device("cpu")
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    features, labels = [], []
-    try:
-        with torch.no_grad():
-            for batch in loader:
-                images = batch[0].to(device)
-                features.append(model(images).flatten(start_dim=1).float().cpu())
-                labels.append(torch.as_tensor(batch[1]).long().cpu())
-    finally:
-        for module, training in modes:
-            module.training = training
-    if not features:
+    embedded = embed_batches(model, loader, device)
+    if embedded is None:
         raise DataError(
             f"the loader over {loader.dataset!r} yielded no batches: the dataset is empty."
         )
-    return torch.cat(features), torch.cat(labels)
+    return embedded[0].cpu(), embedded[1].cpu()
 
 
 def check_features(

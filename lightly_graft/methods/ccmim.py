@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lightly_graft import zoo
 from lightly_graft.functional.importance import (
     ccmim_token_mask,
     cls_attention_importance,
@@ -44,8 +45,9 @@ __all__ = ["CCMIM", "make_batched_transform", "make_transform", "transform"]
 transform = make_transform()
 
 
+@zoo.method("ccmim", recipe="recipes/ccmim.yaml")
 class CCMIM(MAE):
-    """ccMIM with lightly's masked ViT and the MAE decoder.
+    """ccMIM: masks the patches the CLS attends to, + CLS contrast (MAE decoder).
 
     Args:
         batch_size_per_device: Batch size per device.

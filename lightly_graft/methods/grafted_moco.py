@@ -20,6 +20,7 @@ from typing import Any
 from lightly.models.utils import deactivate_requires_grad
 from torch import Tensor, nn
 
+from lightly_graft import zoo
 from lightly_graft.functional.schedules import momentum_schedule
 from lightly_graft.methods.base import (
     BackboneLike,
@@ -51,8 +52,9 @@ def objective_kwargs(
     return kwargs
 
 
+@zoo.method("grafted_moco", recipe="recipes/quickstart.yaml")
 class GraftedMoCo(SSLMethod):
-    """MoCo v3 for ViTs with stage-wise LRs, ready for grafting.
+    """MoCo v3 for ViTs with stage-wise LRs on grafted MIM blocks (step ii).
 
     Args:
         batch_size_per_device: Batch size per device.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from lightly_graft import zoo
 from lightly_graft.methods.base import (
     BackboneLike,
     LossOutput,
@@ -27,8 +28,9 @@ make_batched_transform = two_batched_views
 transform = make_transform()
 
 
+@zoo.method("grafted_vicreg", recipe="recipes/grafted_vicreg.yaml")
 class GraftedVICReg(SSLMethod):
-    """VICReg on a ViT with stage-wise LRs, ready for grafting.
+    """VICReg with stage-wise LRs on grafted MIM blocks (Table 4).
 
     Args:
         batch_size_per_device: Batch size per device.

@@ -9,6 +9,7 @@ from lightly.transforms import MAETransform
 from lightly.transforms.utils import IMAGENET_NORMALIZE
 from torch import Tensor
 
+from lightly_graft import zoo
 from lightly_graft.data.batched_views import IndependentViews, mae_views
 from lightly_graft.data.transforms import mae_transform
 from lightly_graft.methods.base import (
@@ -54,8 +55,9 @@ def make_batched_transform(
 transform = make_transform()
 
 
+@zoo.method("mae", recipe="recipes/quickstart.yaml")
 class MAE(SSLMethod):
-    """Masked autoencoder with lightly's masked ViT and decoder.
+    """MAE masked image modelling (step i), lightly's masked ViT and decoder.
 
     Args:
         batch_size_per_device: Batch size per device.

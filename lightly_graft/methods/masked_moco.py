@@ -20,6 +20,7 @@ import torch
 from lightly.transforms.utils import IMAGENET_NORMALIZE
 from torch import Tensor
 
+from lightly_graft import zoo
 from lightly_graft.data.batched_views import BatchedViews, preset_views
 from lightly_graft.data.view_presets import ViewTransform, make_view_transform
 from lightly_graft.functional.chunking import check_num_chunks, unflatten_chunks
@@ -77,6 +78,7 @@ def _per_image_kappa(chunk_features: Tensor, num_chunks: int) -> Tensor:
     return vmf_concentration(per_image).mean()
 
 
+@zoo.method("masked_moco", recipe="recipes/masked_moco.yaml")
 class MaskedMoCo(GraftedMoCo):
     """Masked MoCo (M-MoCo): MoCo v3 with n chunked online views.
 
@@ -261,8 +263,11 @@ class MaskedMoCo(GraftedMoCo):
         return LossOutput(loss=loss, features=keys_features[0][1], logs=logs)
 
 
+@zoo.method("masked_byol", recipe="recipes/masked_byol.yaml")
 class MaskedBYOL(MaskedMoCo):
-    """Masked BYOL (M-BYOL): :class:`MaskedMoCo` with BYOL's loss (negative
+    """Masked BYOL (M-BYOL): BYOL's loss on n=8 token chunks per view.
+
+    :class:`MaskedMoCo` with BYOL's loss (negative
     cosine, no negatives) and no norm after the predictor's last layer (§3.1:
     "critical to remove the BN for the output fc of the predictor").
 

@@ -21,6 +21,7 @@ from lightly.transforms.multi_view_transform import MultiViewTransform
 from lightly.transforms.utils import IMAGENET_NORMALIZE
 from torch import Tensor
 
+from lightly_graft import zoo
 from lightly_graft.data.batched_views import IndependentViews
 from lightly_graft.methods import mae
 from lightly_graft.methods.base import BackboneLike, LossOutput, OptimizerLike
@@ -77,8 +78,9 @@ def make_batched_transform(
 transform = make_transform()
 
 
+@zoo.method("mtl", recipe="recipes/mtl.yaml")
 class MTL(GraftedMoCo):
-    """One encoder trained with ``mim_weight * L_MAE + cl_weight * L_MoCo``.
+    """MTL ablation (Table 1): ``mim_weight * L_MAE + cl_weight * L_MoCo``.
 
     Views: ``views[0]``, ``views[1]`` the two contrastive views, ``views[2]``
     the minimally augmented MIM view (:func:`make_transform`).

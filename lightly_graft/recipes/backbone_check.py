@@ -11,28 +11,19 @@ import functools
 import inspect
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from lightly_graft.errors import did_you_mean, format_options
+from lightly_graft.recipes.methods import stage_optimizer
 from lightly_graft.recipes.schema import Recipe
-from lightly_graft.recipes.typed import Invalid
+from lightly_graft.recipes.validation import Invalid, as_lists, as_tuples
 
 
-@dataclass(frozen=True)
-class BackboneShape:
+class BackboneShape(NamedTuple):
     """What the recipe layer needs to know about a ViT."""
 
     img_size: int
-    patch_size: int
     depth: int
-    embed_dim: int
-
-
-def _frozen_items(kwargs: dict) -> tuple:
-    return tuple(
-        sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items())
-    )
 
 
 def inspect_backbone(name: str, kwargs: dict) -> BackboneShape:
@@ -41,7 +32,7 @@ def inspect_backbone(name: str, kwargs: dict) -> BackboneShape:
     Raises:
         Invalid: Unknown timm name, a bad keyword argument, not a ViT.
     """
-    return _inspect(name, _frozen_items(kwargs))
+    return _inspect(name, tuple(sorted(as_tuples(kwargs).items())))
 
 
 @functools.lru_cache(maxsize=32)
@@ -57,9 +48,7 @@ def _inspect(name: str, items: tuple) -> BackboneShape:
             "`python -c \"import timm; print(timm.list_models('vit_*'))\"`"
             + did_you_mean(name, timm.list_models("vit*")),
         )
-    kwargs: dict[str, Any] = {
-        k: list(v) if isinstance(v, tuple) else v for k, v in items
-    }
+    kwargs: dict[str, Any] = as_lists(dict(items))
     try:
         with torch.device("meta"):
             model = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
@@ -73,41 +62,32 @@ def _inspect(name: str, items: tuple) -> BackboneShape:
         )
     img_size, patch_size = model.patch_embed.img_size, model.patch_embed.patch_size
     if img_size[0] % patch_size[0] or img_size[1] % patch_size[1]:
-        raise Invalid(
-            "backbone",
-            f"img_size {img_size[0]} is not a multiple of patch_size {patch_size[0]}",
+        message = (
+            f"img_size {img_size[0]} is not a multiple of patch_size {patch_size[0]}"
         )
-    return BackboneShape(
-        img_size=int(img_size[0]),
-        patch_size=int(patch_size[0]),
-        depth=len(model.blocks),
-        embed_dim=int(model.embed_dim),
-    )
+        raise Invalid("backbone", message)
+    return BackboneShape(int(img_size[0]), len(model.blocks))
 
 
 def _build_error(name: str, kwargs: dict, error: Exception) -> Invalid:
     from timm.models.vision_transformer import VisionTransformer
 
     match = re.search(r"unexpected keyword argument '(\w+)'", str(error))
-    if match:
-        valid = [
-            p
-            for p in inspect.signature(VisionTransformer.__init__).parameters
-            if p not in ("self", "num_classes")
-        ]
-        return Invalid(
-            f"backbone.{match.group(1)}",
-            f"is not a keyword argument of timm's VisionTransformer ('{name}'); "
-            f"valid keys: {format_options(valid)}"
-            + did_you_mean(match.group(1), valid),
-        )
-    return Invalid("backbone", f"timm cannot build '{name}' with {kwargs}: {error}")
+    if not match:
+        return Invalid("backbone", f"timm cannot build '{name}' with {kwargs}: {error}")
+    parameters = inspect.signature(VisionTransformer.__init__).parameters
+    valid = [p for p in parameters if p not in ("self", "num_classes")]
+    return Invalid(
+        f"backbone.{match.group(1)}",
+        f"is not a keyword argument of timm's VisionTransformer ('{name}'); "
+        f"valid keys: {format_options(valid)}" + did_you_mean(match.group(1), valid),
+    )
 
 
 def backbone_problems(recipe: Recipe) -> Iterator[tuple[str, str]]:
     """Yields ``(key path, problem)`` for shapes that do not fit the stages."""
     shape = inspect_backbone(recipe.backbone.name, recipe.backbone.kwargs)
-    size = recipe.data.image_size
+    size, depth = recipe.data.image_size, shape.depth
     if size is not None and size != shape.img_size:
         yield (
             "data.image_size",
@@ -118,21 +98,21 @@ def backbone_problems(recipe: Recipe) -> Iterator[tuple[str, str]]:
         )
     for i, stage in enumerate(recipe.stages):
         where = f"stages[{i}]"
-        stages = stage.optimizer.num_stages
-        if shape.depth % stages:
+        stages = stage_optimizer(stage, where).num_stages
+        if depth % stages:
             yield (
                 f"{where}.optimizer.num_stages",
                 (
-                    f"is {stages}, but the backbone's {shape.depth} blocks do not split "
-                    f"into {stages} equal stages; use a divisor of {shape.depth}"
+                    f"is {stages}, but the backbone's {depth} blocks do not split "
+                    f"into {stages} equal stages; use a divisor of {depth}"
                 ),
             )
         for key, section in (("graft", stage.graft), ("anchor", stage.anchor)):
             blocks = getattr(section, "num_blocks", None)
-            if blocks is not None and blocks > shape.depth:
+            if blocks is not None and blocks > depth:
                 yield (
                     f"{where}.{key}.num_blocks",
-                    (f"is {blocks}, but the backbone has {shape.depth} blocks"),
+                    (f"is {blocks}, but the backbone has {depth} blocks"),
                 )
 
 

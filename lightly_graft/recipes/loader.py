@@ -1,12 +1,13 @@
 """``load_recipe``: YAML file + overrides -> a validated, frozen :class:`Recipe`.
 
-Steps: read the YAML (``yaml_io``), expand shorthands (``data: DIR``,
-``graft: previous``, ``backbone: NAME``), apply ``--set`` overrides, nest the
-flat backbone mapping into ``name`` + ``kwargs``, build the dataclasses strictly
-(``typed.build``), check ``method``/``method_args`` against the zoo
-(``methods``) and the backbone against timm (``backbone_check``).
-Every problem is a :class:`RecipeError` naming the file, the key path, the
-value given and the valid options (and the ``--set`` that set it, if one did).
+Steps: read the YAML (``yaml_io``: duplicate keys refused), expand shorthands
+(``data: DIR``, ``graft: previous``, ``backbone: NAME``), apply ``--set``
+overrides, validate with pydantic (:class:`~lightly_graft.recipes.schema.Recipe`),
+then what depends on the values: each stage's method, ``method_args`` and
+optimizer against the zoo (:mod:`~lightly_graft.recipes.methods`) and the
+backbone against timm (:mod:`~lightly_graft.recipes.backbone_check`). Every
+problem is a :class:`RecipeError` naming the file, the key path, the value given
+and the valid options (and the ``--set`` that set it, if one did).
 """
 
 from __future__ import annotations
@@ -15,19 +16,22 @@ from collections.abc import Iterable, MutableMapping
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from lightly_graft.errors import RecipeError
 from lightly_graft.recipes.backbone_check import check_backbone
 from lightly_graft.recipes.methods import check_methods
 from lightly_graft.recipes.overrides import apply_overrides
 from lightly_graft.recipes.schema import Recipe
-from lightly_graft.recipes.typed import Invalid, build, to_plain
+from lightly_graft.recipes.validation import Invalid, as_lists, as_tuples, first_problem
 from lightly_graft.recipes.yaml_io import dump_yaml, read_yaml
 
 RESOLVED_HEADER = (
     "Resolved recipe written by `lightly-graft train` (overrides applied, auto\n"
-    "values filled in). Load it with lightly_graft.load_recipe or run it again\n"
-    "with `lightly-graft train THIS_FILE`; the 'derived' section is informative\n"
-    "(recomputed on every run)."
+    "values and the methods' defaults filled in; derived.from_library lists the\n"
+    "values the recipe left out). Load it with lightly_graft.load_recipe or run it\n"
+    "again with `lightly-graft train THIS_FILE`; the 'derived' section is\n"
+    "informative (recomputed on every run)."
 )
 
 
@@ -43,15 +47,6 @@ def _expand_shorthands(tree: MutableMapping[str, Any]) -> None:
                 stage["graft"] = {"from": stage["graft"]}
 
 
-def _nest_backbone(tree: MutableMapping[str, Any]) -> None:
-    backbone = tree.get("backbone")
-    if isinstance(backbone, dict) and set(backbone) - {"name"}:
-        kwargs = {k: v for k, v in backbone.items() if k != "name"}
-        tree["backbone"] = {"name": backbone.get("name"), "kwargs": kwargs}
-        if "name" not in backbone:
-            del tree["backbone"]["name"]
-
-
 def _related(path: str, key: str) -> bool:
     """Whether one key path lies inside the other (or they are equal)."""
     inner, outer = (path, key) if len(path) >= len(key) else (key, path)
@@ -59,16 +54,15 @@ def _related(path: str, key: str) -> bool:
 
 
 def _located(error: Invalid, source: str, overridden: dict[str, str]) -> RecipeError:
-    path = error.path.replace("backbone.kwargs.", "backbone.")
     note = next(
         (
             f" (set by --set {text})"
             for key, text in overridden.items()
-            if _related(path, key)
+            if _related(error.path, key)
         ),
         "",
     )
-    where = f"{path}: " if path else ""
+    where = f"{error.path}: " if error.path else ""
     return RecipeError(f"{source}: {where}{error.message}{note}")
 
 
@@ -90,9 +84,11 @@ def recipe_from_tree(
     _expand_shorthands(tree)
     overridden = apply_overrides(tree, overrides)
     _expand_shorthands(tree)
-    _nest_backbone(tree)
     try:
-        recipe = build(Recipe, tree)
+        try:
+            recipe = Recipe.model_validate(as_tuples(tree))
+        except ValidationError as error:
+            raise first_problem(error, Recipe) from None
         check_methods(recipe)
         check_backbone(recipe)
     except Invalid as error:
@@ -109,7 +105,8 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
             ``["stages.1.epochs=5", "data.path=/data/imagenet"]``.
 
     Returns:
-        The frozen recipe; auto values are still None (see ``resolve_recipe``).
+        The frozen recipe as written: auto values are still None and left-out
+        optimizer and method keys unset (``resolve_recipe`` fills them in).
 
     Raises:
         RecipeError: The file is missing or invalid; the message names the file,
@@ -119,10 +116,21 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
     return recipe_from_tree(read_yaml(path), source=source, overrides=overrides)
 
 
+def to_plain(recipe: Recipe) -> dict[str, Any]:
+    """The recipe as plain YAML-able data (keys as in YAML, lists for tuples).
+
+    An optimizer section shows the keys it sets (a resolved one: all of them).
+    """
+    plain: dict[str, Any] = as_lists(recipe.model_dump(by_alias=True))
+    for stage, section in zip(recipe.stages, plain["stages"], strict=True):
+        section["optimizer"] = as_lists(stage.optimizer.model_dump(exclude_unset=True))
+    return plain
+
+
 def recipe_to_yaml(recipe: Recipe, *, derived: dict[str, Any] | None = None) -> str:
     """The recipe as YAML text (with a ``derived`` section if given)."""
     plain = to_plain(recipe)
-    plain["derived"] = to_plain(derived) if derived is not None else plain["derived"]
+    plain["derived"] = as_lists(derived) if derived is not None else plain["derived"]
     if plain["derived"] is None:
         del plain["derived"]
     return dump_yaml(plain, header=RESOLVED_HEADER)

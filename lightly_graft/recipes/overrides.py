@@ -15,7 +15,7 @@ from collections.abc import Iterable, MutableMapping
 from typing import Any
 
 from lightly_graft.errors import RecipeError, did_you_mean
-from lightly_graft.recipes.typed import join
+from lightly_graft.recipes.validation import join
 from lightly_graft.recipes.yaml_io import parse_yaml
 
 

@@ -1,11 +1,14 @@
-"""Resolving a recipe: auto values filled in, derived values computed.
+"""Resolving a recipe: every value that will be used, and where it came from.
 
-``resolve_recipe`` replaces every "auto" (None) value of the data section with
-the value that will be used: the image size from the backbone, the dataset's
-normalisation, the augmentation defaults for that image size
-(:func:`lightly_graft.data.augmentation_defaults`). Resolving a resolved recipe
-changes nothing, so the ``recipe.yaml`` saved beside a checkpoint reruns the
-same training.
+``resolve_recipe`` fills in what the recipe left to the library: the image size
+from the backbone, the dataset's normalisation, the augmentation defaults for
+that size (:func:`lightly_graft.data.augmentation_defaults`), each stage's
+optimizer from its method's ``default_optimizer()`` and its ``method_args`` from
+the constructor's defaults. :func:`from_library` lists, per section, the keys
+that came from the library and from which part; :func:`derived_values` the
+global batch sizes and effective LRs. Resolving a resolved recipe changes
+nothing, so the ``recipe.yaml`` saved beside a checkpoint reruns the same
+training.
 """
 
 from __future__ import annotations
@@ -13,50 +16,87 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from lightly_graft import zoo
 from lightly_graft.data import augmentation_defaults, default_normalize
 from lightly_graft.functional.schedules import scale_lr
 from lightly_graft.recipes.backbone_check import inspect_backbone
-from lightly_graft.recipes.build import stage_optimizer
+from lightly_graft.recipes.methods import method_args, stage_optimizer
 from lightly_graft.recipes.schema import (
     Augment,
     DataConfig,
     Normalize,
+    OptimizerConfig,
     Recipe,
     StageConfig,
 )
+from lightly_graft.recipes.validation import as_tuples
 
 
 def resolve_data(data: DataConfig, *, img_size: int) -> DataConfig:
     """Fills the auto values of the data section for a backbone input size."""
-    defaults = augmentation_defaults(img_size)
-    values: dict[str, Any] = {
-        f.name: (
-            getattr(data.augment, f.name)
-            if getattr(data.augment, f.name) is not None
-            # preset has no size default: None keeps the method's own.
-            else _as_field(defaults.get(f.name))
-        )
-        for f in dataclasses.fields(Augment)
-    }
-    augment = Augment(**values)
+    defaults = as_tuples(augmentation_defaults(img_size))
+    given = data.augment.model_dump(exclude_none=True)
+    # preset has no size default: None keeps the method's own.
+    augment = Augment.model_validate({**defaults, **given})
     normalize = data.normalize
     if normalize is None:
-        stats = default_normalize(data.path or "")
-        normalize = Normalize(mean=tuple(stats["mean"]), std=tuple(stats["std"]))  # type: ignore[arg-type]
-    return dataclasses.replace(
-        data, image_size=img_size, normalize=normalize, augment=augment
+        normalize = Normalize.model_validate(
+            as_tuples(default_normalize(data.path or ""))
+        )
+    return data.model_copy(
+        update={"image_size": img_size, "normalize": normalize, "augment": augment}
     )
 
 
-def _as_field(value: object) -> object:
-    return tuple(value) if isinstance(value, list | tuple) else value
+def resolve_stage(stage: StageConfig) -> StageConfig:
+    """The stage with its full optimizer section and every constructor argument."""
+    optimizer = dataclasses.asdict(stage_optimizer(stage))
+    if optimizer["stage_lrs"] is not None:
+        del optimizer["base_lr"]  # unused beside stage LRs
+    return stage.model_copy(
+        update={
+            "optimizer": OptimizerConfig.model_validate(optimizer),
+            "method_args": method_args(stage),
+        }
+    )
 
 
 def resolve_recipe(recipe: Recipe) -> Recipe:
-    """The recipe with every auto value replaced by the value that will be used."""
+    """The recipe with every auto and left-out value replaced by the value that
+    will be used."""
     shape = inspect_backbone(recipe.backbone.name, recipe.backbone.kwargs)
-    data = resolve_data(recipe.data, img_size=shape.img_size)
-    return dataclasses.replace(recipe, data=data)
+    return recipe.model_copy(
+        update={
+            "data": resolve_data(recipe.data, img_size=shape.img_size),
+            "stages": tuple(resolve_stage(s) for s in recipe.stages),
+        }
+    )
+
+
+def from_library(recipe: Recipe) -> dict[str, Any]:
+    """The keys a loaded (unresolved) recipe leaves to the library, by section:
+    ``{"stages[1].optimizer": {"from": "GraftedMoCo.default_optimizer()",
+    "keys": [...]}, ...}``."""
+    left = {
+        "data.augment": (
+            "augmentation_defaults(image_size)",
+            [k for k, v in recipe.data.augment if v is None and k != "preset"],
+        ),
+        "data.normalize": (
+            "default_normalize(data.path)",
+            ["mean", "std"] if recipe.data.normalize is None else [],
+        ),
+    }
+    for i, stage in enumerate(recipe.stages):
+        name, resolved = zoo.get(stage.method).cls.__name__, resolve_stage(stage)
+        given = stage.optimizer.model_fields_set
+        keys = sorted(set(resolved.optimizer.model_fields_set) - given)
+        left[f"stages[{i}].optimizer"] = (f"{name}.default_optimizer()", keys)
+        keys = sorted(set(resolved.method_args) - set(stage.method_args))
+        left[f"stages[{i}].method_args"] = (f"{name}(...) defaults", keys)
+    return {
+        path: {"from": src, "keys": keys} for path, (src, keys) in left.items() if keys
+    }
 
 
 def global_batch_size(recipe: Recipe, stage: StageConfig) -> int:
@@ -78,13 +118,16 @@ def derived_values(recipe: Recipe) -> dict[str, Any]:
     """
     stages: dict[str, Any] = {}
     for stage in recipe.stages:
-        optimizer = stage_optimizer(stage.optimizer)
+        optimizer = stage_optimizer(stage)
         batch = global_batch_size(recipe, stage)
-        count = stage.optimizer.num_stages
+        count = optimizer.num_stages
+        scale = optimizer.scale_with_batch_size
         lrs = {
             f"stage{i}": scale_lr(optimizer.stage_base_lr(i), batch)
-            for i in range(count)
+            if scale
+            else optimizer.stage_base_lr(i)
+            for i in range(count + 1)
         }
-        lrs["head"] = scale_lr(optimizer.stage_base_lr(count), batch)
+        lrs["head"] = lrs.pop(f"stage{count}")
         stages[stage.name] = {"global_batch_size": batch, "effective_lr": lrs}
     return {"lr_rule": "effective LR = base LR x global batch / 256", "stages": stages}

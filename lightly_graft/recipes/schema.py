@@ -1,396 +1,347 @@
-"""The recipe schema: frozen, typed dataclasses, one per YAML section.
+"""The recipe schema: strict, frozen pydantic models, one per YAML section.
 
-Each field's ``doc`` is its reference documentation (``docs/recipes.md`` is
-generated from it by :func:`lightly_graft.recipes.reference.reference_markdown`).
-A ``None`` default that the docs call "auto" is filled in by
-:func:`lightly_graft.recipes.resolve.resolve_recipe`; the resolved values are
-what the saved ``recipe.yaml`` beside each checkpoint shows.
+Each field's ``description`` is its reference documentation (``docs/recipes.md``
+is generated from it by :mod:`lightly_graft.recipes.reference`). A section that
+configures a library part takes its defaults from that part: ``knn`` from
+:class:`~lightly_graft.training.knn_monitor.KNNMonitor`, ``graft`` and
+``anchor`` from :class:`~lightly_graft.training.grafting.Grafting`, the data
+sizes from :class:`~lightly_graft.data.SSLDataModule`, and the ``optimizer``
+section is :class:`~lightly_graft.training.optimizer.GraftedStageOptimizer`'s
+fields, each left out one taken from the stage method's ``default_optimizer()``
+(:mod:`lightly_graft.recipes.resolve`). A None that the docs call "auto" is
+filled in by ``resolve_recipe``; the resolved values are what the saved
+``recipe.yaml`` beside each checkpoint shows.
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any, Literal
+import typing
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from lightly_graft.recipes.typed import (
-    at_least,
-    greater_than,
-    in_range,
-    option,
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    model_serializer,
+    model_validator,
 )
+
+from lightly_graft.analysis.run import KINDS
+from lightly_graft.data.datamodule import SSLDataModule
+from lightly_graft.recipes.library import library_default, signature_model
+from lightly_graft.recipes.validation import STRICT, At, as_lists
+from lightly_graft.training.checkpoints import FORMATS
+from lightly_graft.training.grafting import Grafting
+from lightly_graft.training.knn_monitor import KNNMonitor
+from lightly_graft.training.optimizer import GraftedStageOptimizer
 
 PREVIOUS = "previous"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
-
-def safe_name(value: str) -> str | None:
-    if _SAFE_NAME.match(value):
-        return None
-    return "must be a folder name: letters, digits, '_', '-', '.' (no spaces or '/')"
-
-
-@dataclass(frozen=True)
-class Normalize:
-    mean: tuple[float, float, float] = option(doc="Per-channel mean (RGB).")
-    std: tuple[float, float, float] = option(
-        doc="Per-channel standard deviation (RGB).", check=greater_than(0)
+if TYPE_CHECKING:
+    Format = str
+    Analysis = str
+    OptimizerConfig = BaseModel
+else:
+    # One source each: the checkpoint formats of training.checkpoints, the kinds
+    # of analysis.run, the fields of GraftedStageOptimizer (every key optional).
+    Format = Literal[FORMATS]
+    Analysis = Literal[KINDS]
+    OptimizerConfig = signature_model(
+        GraftedStageOptimizer, name="OptimizerConfig", optional=True
     )
 
 
-@dataclass(frozen=True)
-class Augment:
-    batched: bool = option(
-        True,
-        doc="Make the training views from each batch on the training device "
-        "(kornia, per-sample parameters; the loader only decodes). false: "
-        "per image in the data loader with lightly's transforms. Same "
-        "augmentations and parameter ranges either way.",
-    )
-    min_scale: float | None = option(
-        None,
-        doc="Two-view (MoCo v3/BYOL) random-resized-crop minimum area. auto: 0.2 "
-        "at <= 64 px, else 0.08 (BYOL).",
-        check=in_range(0.01, 1.0),
-    )
-    mae_min_scale: float | None = option(
-        None, doc="MAE crop minimum area. auto: 0.2 (MAE).", check=in_range(0.01, 1.0)
-    )
-    cj_strength: float | None = option(
-        None, doc="Colour jitter strength. auto: 1.0.", check=in_range(0.0, 2.0)
-    )
-    blur_probs: tuple[float, float] | None = option(
-        None,
-        doc="Gaussian blur probability of view 1 and view 2. auto: [0, 0] at <= 64 "
-        "px (lightly's CIFAR setting), else [1.0, 0.1] (BYOL).",
-        check=in_range(0.0, 1.0),
-    )
-    blur_sigmas: tuple[float, float] | None = option(
-        None, doc="Blur sigma range in pixels. auto: [0.1, 2.0].", check=at_least(0.0)
-    )
-    solarize_prob: float | None = option(
-        None, doc="Solarization probability of view 2. auto: 0.2.", check=in_range(0, 1)
-    )
-    hflip_prob: float | None = option(
-        None, doc="Horizontal flip probability. auto: 0.5.", check=in_range(0.0, 1.0)
-    )
-    preset: Literal["strong", "medium", "light"] | None = option(
-        None,
-        doc="Masked MoCo/BYOL view preset (§4.1: strong = BYOL views, medium = "
-        "two crops on one diagonal, light = one shared crop). auto: the method's "
-        "own default (light). Only for methods with presets.",
-    )
+def _folder_name(value: str) -> str:
+    if not _SAFE_NAME.match(value):
+        raise ValueError(
+            "must be a folder name: letters, digits, '_', '-', '.' (no spaces or '/')"
+        )
+    return value
 
 
-@dataclass(frozen=True)
-class DataConfig:
-    path: str | None = option(
-        "default",
-        doc="'default' (embedded Fashion-MNIST) or an ImageFolder-style directory "
-        "(DIR/<class>/*, or DIR/train + DIR/val|test). Shorthand: `data: DIR`.",
-    )
-    image_size: int | None = option(
-        None,
-        doc="Input size in pixels. auto: the backbone's img_size.",
-        check=at_least(8),
-    )
-    normalize: Normalize | None = option(
-        None, doc="Normalisation. auto: Fashion-MNIST's for 'default', else ImageNet's."
-    )
-    augment: Augment = option(factory=Augment, doc="Augmentation values (see below).")
-    holdout_fraction: float = option(
-        0.1,
-        doc="Fraction held out for kNN queries when a folder has no val/ or test/.",
-        check=in_range(0.001, 0.999),
-    )
-    knn_bank_size: int | None = option(
-        10_000, doc="Training images in the kNN bank (null: all).", check=at_least(1)
-    )
-    knn_query_size: int | None = option(
-        2_000,
-        doc="Held-out images in the kNN query set (null: all).",
-        check=at_least(1),
-    )
-    eval_batch_size: int = option(
-        256, doc="Batch size for embedding the kNN bank and queries.", check=at_least(1)
-    )
-    num_workers: int = option(
-        0,
-        doc="DataLoader worker processes (0: load in the training process).",
-        check=at_least(0),
-    )
-
-
-@dataclass(frozen=True)
-class BackboneConfig:
-    """A timm model name plus keyword overrides; YAML: one flat mapping."""
-
-    name: str = option(doc="timm model name, e.g. vit_base_patch16_224.")
-    kwargs: dict[str, Any] = option(
-        factory=dict,
-        doc="Every other key: a timm keyword argument (img_size, patch_size, "
-        "embed_dim, depth, num_heads, ...). num_classes is always 0.",
-    )
-
-    def to_plain(self) -> dict[str, Any]:
-        return {"name": self.name, **{k: _plain(v) for k, v in self.kwargs.items()}}
-
-
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
-
-
-@dataclass(frozen=True)
-class OptimizerConfig:
-    name: Literal["adamw", "sgd", "lars"] = option("adamw", doc="Optimizer.")
-    base_lr: float | None = option(
-        None,
-        doc="Base LR of every stage (scaled by global batch / 256). Give this or "
-        "stage_lrs.",
-        check=greater_than(0),
-    )
-    stage_lrs: tuple[float, ...] | None = option(
-        None,
-        doc="Base LR per stage, lowest blocks first (paper: [1.5e-5, 1.5e-5, "
-        "1.5e-4]); embeddings take the first, everything above the blocks the last.",
-        check=at_least(0),
-    )
-    head_lr: float | None = option(
-        None,
-        doc="Base LR of the parts above the blocks (norm, heads, decoder). auto: "
-        "the top stage's LR.",
-        check=at_least(0),
-    )
-    num_stages: int = option(
-        3, doc="Equal groups the ViT blocks are split into.", check=at_least(1)
-    )
-    frozen_stages: tuple[int, ...] = option(
-        (), doc="Stages (0-based) whose parameters do not train.", check=at_least(0)
-    )
-    weight_decay: float = option(
-        0.05, doc="Weight decay (none on 1-d parameters).", check=at_least(0)
-    )
-    betas: tuple[float, float] = option(
-        (0.9, 0.95), doc="AdamW betas.", check=in_range(0.0, 0.99999)
-    )
-    momentum: float = option(0.9, doc="SGD/LARS momentum.", check=in_range(0.0, 1.0))
-    warmup_epochs: float = option(
-        0.0, doc="Linear warmup, then cosine decay.", check=at_least(0)
-    )
-    min_lr_ratio: float = option(
-        0.0,
-        doc="Final LR of the cosine schedule as a fraction of the peak.",
-        check=in_range(0.0, 1.0),
-    )
-
-    def problems(self) -> Iterator[tuple[str, str]]:
-        if (self.base_lr is None) == (self.stage_lrs is None):
-            given = "both" if self.base_lr is not None else "neither"
-            yield "", f"give exactly one of base_lr and stage_lrs (got {given})"
-        if self.stage_lrs is not None and len(self.stage_lrs) != self.num_stages:
-            yield (
-                "stage_lrs",
-                (
-                    f"has {len(self.stage_lrs)} values but num_stages is "
-                    f"{self.num_stages}: give one base LR per stage"
-                ),
-            )
-        for i, stage in enumerate(self.frozen_stages):
-            if stage >= self.num_stages:
-                yield (
-                    f"frozen_stages[{i}]",
-                    (
-                        f"stage {stage} does not exist: stages are 0..{self.num_stages - 1}"
-                    ),
-                )
-
-
-@dataclass(frozen=True)
-class GraftConfig:
-    from_: str | None = option(
-        None,
-        key="from",
-        doc="'previous' (the stage before) or the name of an earlier stage: graft "
-        "its final weights. Shorthand: `graft: previous`.",
-    )
-    checkpoint: str | None = option(None, doc="Or: a checkpoint file to graft from.")
-    format: Literal["lightly_graft", "lightning", "mae", "timm"] | None = option(
-        None,
-        doc="Format of `checkpoint` (never guessed): lightly_graft, lightning, mae "
-        "({'model': ...}) or timm (plain state dict).",
-    )
-    num_blocks: int | None = option(
-        None,
-        doc="Graft the embeddings and the lowest N blocks (null: all).",
-        check=at_least(0),
-    )
-    allow_partial: bool = option(False, doc="Allow missing/unexpected keys.")
-    freeze_epochs: int = option(
-        0,
-        doc="Keep the grafted blocks frozen for the first N epochs.",
-        check=at_least(0),
-    )
-
-    def problems(self) -> Iterator[tuple[str, str]]:
-        if (self.from_ is None) == (self.checkpoint is None):
-            given = "both" if self.from_ is not None else "neither"
-            yield "", f"give exactly one of 'from' and 'checkpoint' (got {given})"
-        if self.checkpoint is not None and self.format is None:
-            yield (
-                "format",
-                (
-                    "is required with 'checkpoint': one of 'lightly_graft', 'lightning', "
-                    "'mae', 'timm'"
-                ),
-            )
-
-
-@dataclass(frozen=True)
-class AnchorConfig:
-    weight: float = option(
-        0.0,
-        doc="lambda of the anchor penalty (0: off). Paper: l2, ViT-L only.",
-        check=at_least(0),
-    )
-    p: Literal[1, 2] = option(
-        2,
-        doc="2: lambda*||w - w_mim||^2 (paper); 1: lambda*sum|w - w_mim| (official code).",
-    )
-    num_blocks: int | None = option(
-        None,
-        doc="Anchor the embeddings and the lowest N blocks (null: all grafted).",
-        check=at_least(0),
-    )
-
-
-@dataclass(frozen=True)
-class KNNConfig:
-    every_n_epochs: int = option(
-        1, doc="kNN evaluation period (0: off).", check=at_least(0)
-    )
-    k: int = option(200, doc="Neighbours.", check=at_least(1))
-    temperature: float = option(
-        0.1, doc="Weighting temperature.", check=greater_than(0)
-    )
-
-
-Precision = Literal[
+_PRECISIONS = Literal[
     "32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true"
 ]
 
 
-@dataclass(frozen=True)
-class StageConfig:
-    name: str = option(
-        doc="Stage name: the folder runs/<run>/<name>/.", check=safe_name
-    )
-    method: str = option(doc="Zoo method: `lightly-graft zoo` lists them.")
-    epochs: int = option(doc="Training epochs.", check=at_least(1))
-    batch_size: int = option(doc="Batch size per device.", check=at_least(1))
-    optimizer: OptimizerConfig = option(doc="Optimizer and stage-wise LRs.")
-    method_args: dict[str, Any] = option(
-        factory=dict,
-        doc="Constructor arguments of the method (checked against the zoo).",
-    )
-    graft: GraftConfig | None = option(None, doc="Where the initial weights come from.")
-    anchor: AnchorConfig = option(
-        factory=AnchorConfig, doc="Anchor to the grafted weights."
-    )
-    knn: KNNConfig = option(factory=KNNConfig, doc="kNN monitoring.")
-    precision: Precision = option("32-true", doc="Lightning precision.")
-    accumulate_grad_batches: int = option(
-        1, doc="Gradient accumulation.", check=at_least(1)
-    )
-    gradient_clip_val: float | None = option(
-        None, doc="Gradient norm clip.", check=greater_than(0)
-    )
-    limit_train_batches: int | float | None = option(
-        None,
-        doc="Batches per epoch (int) or fraction (float); for smoke tests.",
-        check=greater_than(0),
+def _yaml_number_as_text(value: Any) -> Any:
+    # `precision: 32` means the option "32": YAML reads it as a number.
+    if isinstance(value, int) and str(value) in typing.get_args(_PRECISIONS):
+        return str(value)
+    return value
+
+
+FolderName = Annotated[str, AfterValidator(_folder_name)]
+Count = Annotated[int, Field(ge=1)]
+Unit = Annotated[float, Field(ge=0.0, le=1.0)]
+Scale = Annotated[float, Field(ge=0.01, le=1.0)]
+Precision = Annotated[_PRECISIONS, BeforeValidator(_yaml_number_as_text)]
+Pair = tuple[NonNegativeFloat, NonNegativeFloat]
+_data = functools.partial(library_default, SSLDataModule)
+_graft = functools.partial(library_default, Grafting)
+_knn = functools.partial(library_default, KNNMonitor)
+
+
+def doc(text: str, default: Any = ..., **constraints: Any) -> Any:
+    """A field with its reference text (``docs/recipes.md``)."""
+    return Field(default, description=text, **constraints)
+
+
+class Section(BaseModel):
+    model_config = STRICT
+
+
+class Normalize(Section):
+    mean: tuple[float, float, float] = doc("Per-channel mean (RGB).")
+    std: tuple[PositiveFloat, PositiveFloat, PositiveFloat] = doc(
+        "Per-channel standard deviation (RGB)."
     )
 
-    def problems(self) -> Iterator[tuple[str, str]]:
+
+class Augment(Section):
+    batched: bool = doc(
+        "Make the training views from each batch on the training device (kornia, "
+        "per-sample parameters; the loader only decodes). false: per image in the "
+        "data loader with lightly's transforms. Same augmentations and parameter "
+        "ranges either way.",
+        True,
+    )
+    min_scale: Scale | None = doc("Two-view (MoCo v3/BYOL) crop minimum area.", None)
+    mae_min_scale: Scale | None = doc("MAE crop minimum area.", None)
+    cj_strength: float | None = doc("Colour jitter strength.", None, ge=0, le=2)
+    blur_probs: tuple[Unit, Unit] | None = doc(
+        "Gaussian blur probability of view 1 and view 2.", None
+    )
+    blur_sigmas: Pair | None = doc("Blur sigma range in pixels.", None)
+    solarize_prob: Unit | None = doc("Solarization probability of view 2.", None)
+    hflip_prob: Unit | None = doc("Horizontal flip probability.", None)
+    preset: Literal["strong", "medium", "light"] | None = doc(
+        "Masked MoCo/BYOL view preset (§4.1: strong = BYOL views, medium = two "
+        "crops on one diagonal, light = one shared crop). auto: the method's own. "
+        "Only for methods with presets.",
+        None,
+    )
+
+
+class DataConfig(Section):
+    path: str | None = doc(
+        "'default' (embedded Fashion-MNIST) or an ImageFolder-style directory "
+        "(DIR/<class>/*, or DIR/train + DIR/val|test). Shorthand: `data: DIR`.",
+        _data("data"),
+    )
+    image_size: int | None = doc(
+        "Input size. auto: the backbone's img_size.", None, ge=8
+    )
+    normalize: Normalize | None = doc(
+        "Normalisation. auto: Fashion-MNIST's for 'default', else ImageNet's.", None
+    )
+    augment: Augment = doc(
+        "Augmentation (below). auto: `augmentation_defaults(image_size)`.", Augment()
+    )
+    holdout_fraction: float = doc(
+        "Fraction held out for kNN queries when a folder has no val/ or test/.",
+        _data("holdout_fraction"),
+        ge=0.001,
+        le=0.999,
+    )
+    knn_bank_size: Count | None = doc(
+        "Training images in the kNN bank (null: all).", _data("knn_bank_size")
+    )
+    knn_query_size: Count | None = doc(
+        "Held-out images in the kNN query set (null: all).", _data("knn_query_size")
+    )
+    eval_batch_size: Count = doc(
+        "Batch size for embedding the kNN bank and queries.", _data("eval_batch_size")
+    )
+    num_workers: NonNegativeInt = doc(
+        "DataLoader worker processes (0: the training process).", _data("num_workers")
+    )
+
+
+class BackboneConfig(Section):  # type: ignore[no-redef]  # pydantic.mypy: field kwargs
+    """A timm model name plus keyword overrides; YAML: one flat mapping."""
+
+    name: str = doc("timm model name, e.g. vit_base_patch16_224.")
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Every other key: a timm keyword argument (img_size, "
+        "patch_size, embed_dim, depth, num_heads, ...). num_classes is always 0.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nest(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "kwargs" not in data:
+            kwargs = {k: v for k, v in data.items() if k != "name"}
+            return {**{k: v for k, v in data.items() if k == "name"}, "kwargs": kwargs}
+        return data
+
+    @model_serializer(mode="wrap")
+    def _flat(self, handler: Any) -> dict[str, Any]:
+        plain = handler(self)
+        return {"name": plain["name"], **plain["kwargs"]}
+
+
+class GraftConfig(Section):
+    from_: str | None = Field(
+        None,
+        alias="from",
+        description="'previous' (the stage before) or the name of an earlier "
+        "stage: graft its final weights. Shorthand: `graft: previous`.",
+    )
+    checkpoint: str | None = doc("Or: a checkpoint file to graft from.", None)
+    format: Format | None = doc(
+        f"Format of `checkpoint` (never guessed): {', '.join(FORMATS)}.", None
+    )
+    num_blocks: NonNegativeInt | None = doc(
+        "Graft the embeddings and the lowest N blocks (null: all).",
+        _graft("num_blocks"),
+    )
+    allow_partial: bool = doc("Allow missing/unexpected keys.", _graft("allow_partial"))
+    freeze_epochs: NonNegativeInt = doc(
+        "Keep the grafted blocks frozen for the first N epochs.",
+        _graft("freeze_epochs"),
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> GraftConfig:
+        if (self.from_ is None) == (self.checkpoint is None):
+            given = "both" if self.from_ is not None else "neither"
+            raise At("", f"give exactly one of 'from' and 'checkpoint' (got {given})")
+        if self.checkpoint is not None and self.format is None:
+            options = ", ".join(f"'{f}'" for f in FORMATS)
+            raise At("format", f"is required with 'checkpoint': one of {options}")
+        return self
+
+
+class AnchorConfig(Section):
+    weight: NonNegativeFloat = doc(
+        "lambda of the anchor penalty (0: off). Paper: l2, ViT-L only.",
+        _graft("anchor_weight"),
+    )
+    p: Literal[1, 2] = doc(
+        "2: lambda*||w - w_mim||^2 (paper); 1: lambda*sum|w - w_mim| (official code).",
+        _graft("anchor_p"),
+    )
+    num_blocks: NonNegativeInt | None = doc(
+        "Anchor the embeddings and the lowest N blocks (null: all grafted).",
+        _graft("anchor_blocks"),
+    )
+
+
+class KNNConfig(Section):
+    every_n_epochs: NonNegativeInt = doc(
+        "kNN evaluation period (0: off).", _knn("every_n_epochs")
+    )
+    k: Count = doc("Neighbours.", _knn("k"))
+    temperature: PositiveFloat = doc("Weighting temperature.", _knn("temperature"))
+
+
+class StageConfig(Section):
+    name: FolderName = doc("Stage name: the folder runs/<run>/<name>/.")
+    method: str = doc("Zoo method: `lightly-graft zoo` lists them.")
+    epochs: Count = doc("Training epochs.")
+    batch_size: Count = doc("Batch size per device.")
+    optimizer: OptimizerConfig = doc(
+        "Optimizer and stage-wise LRs (below); a key left out, or the whole section, "
+        "takes the method's `default_optimizer()` value.",
+        OptimizerConfig(),
+    )
+    method_args: dict[str, Any] = doc(
+        "Constructor arguments of the method (checked against its signature); a key "
+        "left out takes the constructor's default.",
+        {},
+    )
+    graft: GraftConfig | None = doc("Where the initial weights come from.", None)
+    anchor: AnchorConfig = doc("Anchor to the grafted weights.", AnchorConfig())
+    knn: KNNConfig = doc("kNN monitoring.", KNNConfig())
+    precision: Precision = doc("Lightning precision.", "32-true")
+    accumulate_grad_batches: Count = doc("Gradient accumulation.", 1)
+    gradient_clip_val: PositiveFloat | None = doc("Gradient norm clip.", None)
+    limit_train_batches: Count | PositiveFloat | None = doc(
+        "Batches per epoch (int) or fraction (float); for smoke tests.", None
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StageConfig:
         if self.anchor.weight > 0 and self.graft is None:
-            yield (
-                "anchor.weight",
-                "an anchor needs grafted weights: add a 'graft' section",
-            )
+            message = "an anchor needs grafted weights: add a 'graft' section"
+            raise At("anchor.weight", message)
         if self.graft and self.graft.freeze_epochs > self.epochs:
-            yield "graft.freeze_epochs", f"exceeds the stage's {self.epochs} epochs"
+            raise At("graft.freeze_epochs", f"exceeds the stage's {self.epochs} epochs")
+        return self
 
 
-#: Kinds of ``lightly-graft analyze`` (``analysis.run.KINDS``) a recipe can draw
-#: into its report; the recipe checker tells a typo by this Literal.
-Analysis = Literal["attention-distance", "vic", "tsne", "gradient-conflict"]
-
-
-@dataclass(frozen=True)
-class Recipe:
-    name: str = option(
-        doc="Run name: the folder <output_dir>/<name>/.", check=safe_name
+class Recipe(Section):
+    name: FolderName = doc("Run name: the folder <output_dir>/<name>/.")
+    backbone: BackboneConfig = doc("The ViT: timm name + keyword arguments.")
+    stages: tuple[StageConfig, ...] = doc("Stages, run in order.")
+    description: str = doc("Free text, shown in the report.", "")
+    seed: NonNegativeInt = doc("Seed of every stage (Lightning seed_everything).", 0)
+    output_dir: str = doc("Parent folder of the run folder.", "runs")
+    data: DataConfig = doc("Dataset, transforms, kNN sets.", DataConfig())
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = doc(
+        "Lightning accelerator (CLI: --accelerator).", "auto"
     )
-    backbone: BackboneConfig = option(doc="The ViT: timm name + keyword arguments.")
-    stages: tuple[StageConfig, ...] = option(doc="Stages, run in order.")
-    description: str = option("", doc="Free text, shown in the report.")
-    seed: int = option(
-        0, doc="Seed of every stage (Lightning seed_everything).", check=at_least(0)
+    devices: Count = doc("Devices per node (CLI: --devices).", 1)
+    num_nodes: Count = doc("Nodes.", 1)
+    strategy: str = doc("Lightning strategy (auto, ddp, fsdp, ...).", "auto")
+    random_init_knn: bool = doc(
+        "Measure the kNN floor of the randomly initialised backbone.", True
     )
-    output_dir: str = option("runs", doc="Parent folder of the run folder.")
-    data: DataConfig = option(factory=DataConfig, doc="Dataset, transforms, kNN sets.")
-    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = option(
-        "auto", doc="Lightning accelerator (CLI: --accelerator)."
-    )
-    devices: int = option(
-        1, doc="Devices per node (CLI: --devices).", check=at_least(1)
-    )
-    num_nodes: int = option(1, doc="Nodes.", check=at_least(1))
-    strategy: str = option("auto", doc="Lightning strategy (auto, ddp, fsdp, ...).")
-    random_init_knn: bool = option(
-        True, doc="Measure the kNN floor of the randomly initialised backbone."
-    )
-    analysis: tuple[Analysis, ...] = option(
-        ("attention-distance", "vic"),
-        doc="Analyses of every stage's final encoder, drawn into the report "
+    analysis: tuple[Analysis, ...] = doc(
+        "Analyses of every stage's final encoder, drawn into the report "
         "(`lightly-graft analyze --kind`). [] for none.",
+        ("attention-distance", "vic"),
     )
-    derived: dict[str, Any] | None = option(
+    derived: Annotated[dict[str, Any], AfterValidator(as_lists)] | None = doc(
+        "Written by lightly-graft train (effective LRs, the keys taken from the "
+        "library's defaults, ...); ignored on load.",
         None,
-        doc="Written by lightly-graft train (effective LRs, ...); ignored on load.",
     )
 
-    def problems(self) -> Iterator[tuple[str, str]]:
+    @model_validator(mode="after")
+    def _stages_fit(self) -> Recipe:
         if not self.stages:
-            yield "stages", "is empty: give at least one stage"
+            raise At("stages", "is empty: give at least one stage")
         seen: list[str] = []
+        distributed = self.devices * self.num_nodes > 1
         for i, stage in enumerate(self.stages):
             if stage.name in seen:
-                yield f"stages[{i}].name", f"'{stage.name}' is used by an earlier stage"
+                raise At(
+                    f"stages[{i}].name", f"'{stage.name}' is used by an earlier stage"
+                )
             source = stage.graft.from_ if stage.graft else None
             if source == PREVIOUS and i == 0:
-                yield f"stages[{i}].graft.from", "the first stage has no previous stage"
-            elif source not in (None, PREVIOUS) and source not in seen:
-                yield (
+                raise At(
+                    f"stages[{i}].graft.from", "the first stage has no previous stage"
+                )
+            if source not in (None, PREVIOUS) and source not in seen:
+                earlier = ", ".join(f"'{s}'" for s in seen) or "none"
+                raise At(
                     f"stages[{i}].graft.from",
-                    (
-                        f"'{source}' is not an earlier stage; earlier stages: "
-                        + (", ".join(f"'{s}'" for s in seen) or "none")
-                        + " (or 'previous')"
-                    ),
+                    f"'{source}' is not an earlier stage; earlier stages: {earlier} "
+                    "(or 'previous')",
                 )
             seen.append(stage.name)
-            distributed = self.devices * self.num_nodes > 1
             if (
                 distributed
                 and stage.graft is not None
                 and stage.graft.freeze_epochs > 0
                 and "find_unused_parameters_true" not in self.strategy
             ):
-                yield (
+                raise At(
                     f"stages[{i}].graft.freeze_epochs",
                     "freezes blocks during training, which DDP only allows when it "
                     "looks for unused parameters: set strategy: "
                     "ddp_find_unused_parameters_true (or freeze with "
                     "optimizer.frozen_stages, decided before DDP starts)",
                 )
+        return self

@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Subset
 
 from lightly_graft.errors import DataError, GraftError
 from lightly_graft.functional.knn import Backend, knn_accuracy, knn_classify
+from lightly_graft.modules.embed import embed_batches
 
 
 class KNNMonitor(pl.Callback):
@@ -128,7 +129,7 @@ class KNNMonitor(pl.Callback):
             ``{"top1": ..., "top5": ..., "seconds": ...}``, accuracies as fractions.
         """
         start = time.perf_counter()
-        with _eval_mode(pl_module), _preserved_rng(), torch.no_grad():
+        with _preserved_rng():
             bank, bank_labels = _embed(pl_module, self.bank_loader)
             queries, query_labels = _embed(pl_module, self.query_loader)
         num_classes = self.num_classes
@@ -146,18 +147,6 @@ class KNNMonitor(pl.Callback):
         )
         top1, top5 = knn_accuracy(predictions, query_labels)
         return {"top1": top1, "top5": top5, "seconds": time.perf_counter() - start}
-
-
-@contextlib.contextmanager
-def _eval_mode(module: nn.Module) -> Iterator[None]:
-    """Puts ``module`` in eval mode; restores every submodule's own flag after."""
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield
-    finally:
-        for submodule, training in modes:
-            submodule.training = training
 
 
 @contextlib.contextmanager
@@ -195,13 +184,9 @@ def _embed(module: nn.Module, loader: DataLoader) -> tuple[Tensor, Tensor]:
             f"a kNN set of {size} samples cannot be sharded over {world} processes; "
             "use at least one sample per process."
         )
-    device = _device_of(module)
-    features, labels = [], []
-    for batch in _shard_loader(loader, rank, world):
-        images, targets = batch[0], batch[1]
-        features.append(module(images.to(device)).flatten(start_dim=1).float())
-        labels.append(torch.as_tensor(targets, device=device).long())
-    local = torch.cat(features), torch.cat(labels)
+    embedded = embed_batches(module, _shard_loader(loader, rank, world))
+    assert embedded is not None, "a shard holds at least one sample"
+    local = embedded
     if world == 1:
         return local
     return _gather_in_order(local[0], size, world), _gather_in_order(
@@ -251,8 +236,3 @@ def _rank_and_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
-
-
-def _device_of(module: nn.Module) -> torch.device:
-    parameter = next(module.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")

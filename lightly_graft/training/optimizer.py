@@ -20,9 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import torch
+from annotated_types import Ge, Gt, Interval
 from lightly.models.modules import MaskedVisionTransformerTIMM
 from lightly.utils.lars import LARS
 from lightly.utils.scheduler import CosineWarmupScheduler
@@ -31,7 +32,14 @@ from torch import nn
 from lightly_graft.functional.schedules import scale_lr
 from lightly_graft.modules.backbone import ParamLocation, locate_parameters
 
-OPTIMIZERS = ("adamw", "sgd", "lars")
+OptimizerName = Literal["adamw", "sgd", "lars"]
+OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
+# Value constraints as typing metadata (annotated-types): the recipe layer's
+# validator (pydantic) reads them from these annotations, so the optimizer
+# section of a recipe is checked against this class, not a copy of it.
+_NonNegative = Annotated[float, Ge(0)]
+_Fraction = Annotated[float, Interval(ge=0, le=1)]
+_Beta = Annotated[float, Interval(ge=0, lt=1)]
 _NO_DECAY_NAMES = ("cls_token", "pos_embed", "reg_token", "mask_token")
 
 
@@ -63,23 +71,23 @@ class GraftedStageOptimizer:
         betas: AdamW betas.
         momentum: SGD/LARS momentum.
         warmup_epochs: Linear warmup length in epochs (fractions allowed).
-        end_lr_scale: LR multiplier at the end of the cosine.
+        min_lr_ratio: Final LR of the cosine schedule as a fraction of the peak.
         scale_with_batch_size: Multiply base LRs by global batch / 256.
     """
 
-    name: str = "adamw"
-    base_lr: float = 1.5e-4
-    stage_lrs: tuple[float, ...] | None = None
-    head_lr: float | None = None
-    num_stages: int = 3
-    frozen_stages: tuple[int, ...] = ()
-    frozen_blocks: int = 0
-    layer_decay: float | None = None
-    weight_decay: float = 0.05
-    betas: tuple[float, float] = (0.9, 0.95)
-    momentum: float = 0.9
-    warmup_epochs: float = 40.0
-    end_lr_scale: float = 0.0
+    name: OptimizerName = "adamw"
+    base_lr: Annotated[float, Gt(0)] = 1.5e-4
+    stage_lrs: tuple[_NonNegative, ...] | None = None
+    head_lr: _NonNegative | None = None
+    num_stages: Annotated[int, Ge(1)] = 3
+    frozen_stages: tuple[Annotated[int, Ge(0)], ...] = ()
+    frozen_blocks: Annotated[int, Ge(0)] = 0
+    layer_decay: Annotated[float, Interval(gt=0, le=1)] | None = None
+    weight_decay: _NonNegative = 0.05
+    betas: tuple[_Beta, _Beta] = (0.9, 0.95)
+    momentum: _Fraction = 0.9
+    warmup_epochs: _NonNegative = 40.0
+    min_lr_ratio: _Fraction = 0.0
     scale_with_batch_size: bool = True
 
     def __post_init__(self) -> None:
@@ -260,7 +268,7 @@ class GraftedStageOptimizer:
             optimizer,
             warmup_epochs=warmup,
             max_epochs=total_steps,
-            end_value=self.end_lr_scale,
+            end_value=self.min_lr_ratio,
         )
         return optimizer, scheduler
 

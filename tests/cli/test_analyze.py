@@ -21,13 +21,11 @@ from lightly_graft.analysis.mtl_loader import (
     HEADS_FROM_CHECKPOINT,
     mtl_for_checkpoint,
 )
-from lightly_graft.analysis.run import KINDS, run_analysis
+from lightly_graft.analysis.run import run_analysis
 from lightly_graft.cli import main
-from lightly_graft.cli.analyze import FORMATS as CLI_FORMATS
-from lightly_graft.cli.analyze import KINDS as CLI_KINDS
 from lightly_graft.methods.base import LossOutput, SSLMethod
 from lightly_graft.modules.backbone import BackboneSpec, build_vit
-from lightly_graft.training.checkpoints import FORMATS, export_timm, save_backbone
+from lightly_graft.training.checkpoints import export_timm, save_backbone
 
 BACKBONE = {
     "name": "vit_tiny_patch16_224",
@@ -159,11 +157,6 @@ def _analyze(
             *extra,
         ]
     )
-
-
-def test_cli_constants__match_the_library() -> None:
-    assert CLI_KINDS == KINDS
-    assert CLI_FORMATS == FORMATS
 
 
 @pytest.mark.parametrize(

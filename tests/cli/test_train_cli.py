@@ -162,7 +162,7 @@ def test_train_ctrl_c_leaves_checkpoint_and_resume_finishes(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from lightly_graft.recipes import stage
+    from lightly_graft.run import stage
 
     original = stage.callbacks
     monkeypatch.setattr(stage, "callbacks", lambda *a: [*original(*a), _InterruptAt()])

@@ -20,7 +20,7 @@ stages:
     method: mae
     epochs: 1
     batch_size: 8
-    optimizer: {base_lr: 1.5e-4, betas: [0.9, 0.95]}
+    optimizer: {base_lr: 1.5e-4, betas: [0.9, 0.95], num_stages: 3}
   - name: cl
     method: grafted_moco
     epochs: 2

@@ -6,7 +6,7 @@ import pytest
 
 from lightly_graft.errors import RecipeError
 from lightly_graft.recipes import load_recipe
-from lightly_graft.recipes.inputs import check_inputs
+from lightly_graft.run.checks import check_inputs
 
 
 def _check(recipe_file: Path, *overrides: str) -> str:
@@ -66,7 +66,7 @@ def _deeper_checkpoint(recipe_file: Path, path: Path) -> Path:
     import torch
 
     from lightly_graft.modules.backbone import BackboneSpec, build_vit
-    from lightly_graft.recipes.build import backbone_spec
+    from lightly_graft.run.build import backbone_spec
 
     spec = backbone_spec(load_recipe(recipe_file))
     deeper = BackboneSpec(spec.name, {**spec.kwargs, "depth": spec.kwargs["depth"] + 1})
@@ -80,7 +80,7 @@ def test_graft_checkpoint__unexpected_keys_refused_before_training(
     # Grafting refuses keys the backbone lacks; the up-front check must too,
     # or the run would fail only after the earlier stages trained.
     from lightly_graft.errors import CheckpointError
-    from lightly_graft.recipes.preflight import check_graft_checkpoints
+    from lightly_graft.run.checks import check_graft_checkpoints
 
     path = _deeper_checkpoint(recipe_file, tmp_path / "deeper.pth")
     graft = f"stages.1.graft={{checkpoint: {path}, format: timm}}"

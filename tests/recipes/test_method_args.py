@@ -6,8 +6,8 @@ import pytest
 
 from lightly_graft.errors import RecipeError
 from lightly_graft.recipes import load_recipe
-from lightly_graft.recipes.build import train_transform
 from lightly_graft.recipes.resolve import resolve_recipe
+from lightly_graft.run.build import train_transform
 
 
 @pytest.mark.parametrize(
@@ -94,7 +94,7 @@ def test_batch_transform__twins_the_per_image_views(recipe_file: Path) -> None:
     import torch
 
     from lightly_graft.data import batched_views
-    from lightly_graft.recipes.build import batch_transform, build_datamodule
+    from lightly_graft.run.build import batch_transform, build_datamodule
 
     recipe = resolve_recipe(load_recipe(recipe_file))
     images = torch.zeros(2, 3, 16, 16, dtype=torch.uint8)

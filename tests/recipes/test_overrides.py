@@ -6,8 +6,7 @@ from typing import Any
 import pytest
 
 from lightly_graft.errors import RecipeError
-from lightly_graft.recipes import load_recipe
-from lightly_graft.recipes.typed import to_plain
+from lightly_graft.recipes import load_recipe, to_plain
 
 
 def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -9,7 +9,7 @@ import torch
 
 from lightly_graft import zoo
 from lightly_graft.errors import GraftError
-from lightly_graft.recipes.pipeline import prepare_run, run_pipeline
+from lightly_graft.run.pipeline import prepare_run, run_pipeline
 from lightly_graft.training.checkpoints import load_encoder_state
 from tests.recipes.pipeline_fixtures import write_tiny_recipe
 

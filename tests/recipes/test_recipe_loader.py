@@ -5,8 +5,7 @@ from pathlib import Path
 import pytest
 
 from lightly_graft.errors import RecipeError
-from lightly_graft.recipes import load_recipe, recipe_to_yaml
-from lightly_graft.recipes.typed import to_plain
+from lightly_graft.recipes import load_recipe, recipe_to_yaml, to_plain
 
 
 def _edit(recipe_file: Path, old: str, new: str) -> Path:
@@ -185,13 +184,3 @@ def test_error__unknown_analysis_kind_lists_options(recipe_file: Path) -> None:
     with pytest.raises(RecipeError, match=r"analysis.*'tnse'.*'tsne'"):
         load_recipe(recipe_file, ["analysis=[vic, tnse]"])
     assert load_recipe(recipe_file, ["analysis=[]"]).analysis == ()
-
-
-def test_analysis_kinds__are_the_analyze_kinds() -> None:
-    import typing
-
-    from lightly_graft.analysis.run import KINDS
-    from lightly_graft.cli.analyze import KINDS as CLI_KINDS
-    from lightly_graft.recipes.schema import Analysis
-
-    assert set(typing.get_args(Analysis)) == set(KINDS) == set(CLI_KINDS)

@@ -1,10 +1,9 @@
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
-from lightly_graft.recipes.reference import BEGIN, END, SECTIONS, reference_markdown
-from lightly_graft.recipes.typed import yaml_key
+from lightly_graft.recipes.reference import BEGIN, END, reference_markdown, sections
+from lightly_graft.recipes.validation import keys_of
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "recipes.md"
 
@@ -20,6 +19,6 @@ def test_docs_reference_is_current() -> None:
 
 def test_reference_names_every_key() -> None:
     text = reference_markdown()
-    for _, cls in SECTIONS:
-        for field in dataclasses.fields(cls):
-            assert f"| `{yaml_key(field)}` |" in text
+    for _, model in sections():
+        for key in keys_of(model):
+            assert f"| `{key}` |" in text

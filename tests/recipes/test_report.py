@@ -3,7 +3,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lightly_graft.recipes.report import (
+from lightly_graft.run.report import (
     KNNPoint,
     StageSummary,
     knn_table,

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lightly_graft.recipes.run_dir import RunDirectory, RunExistsError, differing_keys
+from lightly_graft.run.run_dir import RunDirectory, RunExistsError, differing_keys
 
 PLAIN = {
     "name": "r",

@@ -10,12 +10,15 @@ from graft_testing import TINY_METHOD_ARGS
 
 from lightly_graft.modules.backbone import BackboneSpec, build_vit
 from lightly_graft.recipes import load_recipe
-from lightly_graft.recipes.pipeline import prepare_run, run_pipeline
 from lightly_graft.recipes.resolve import resolve_recipe
+from lightly_graft.run.pipeline import prepare_run, run_pipeline
 from tests.recipes.pipeline_fixtures import write_image_folder
 
 ROOT = Path(__file__).resolve().parents[2]
-RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
+# Suites (recipes/suites/) are not recipes: tests/bench loads and runs them.
+RECIPES = sorted(
+    p for p in (ROOT / "recipes").rglob("*.yaml") if "suites" not in p.parts
+)
 TINY = {"img_size": 16, "patch_size": 8, "embed_dim": 24, "depth": 3, "num_heads": 2}
 
 

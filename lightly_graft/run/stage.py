@@ -17,11 +17,11 @@ import signal
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.callbacks import (
     LearningRateMonitor,
     ModelCheckpoint,
@@ -30,16 +30,16 @@ from pytorch_lightning.callbacks import (
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from lightly_graft.recipes.build import (
+from lightly_graft.recipes.loader import save_recipe
+from lightly_graft.recipes.schema import PREVIOUS, Recipe, StageConfig
+from lightly_graft.run.build import (
     backbone_spec,
     build_datamodule,
     build_grafting,
     build_method,
 )
-from lightly_graft.recipes.loader import save_recipe
-from lightly_graft.recipes.report import StageSummary, read_knn_history
-from lightly_graft.recipes.run_dir import RECIPE, RunDirectory
-from lightly_graft.recipes.schema import PREVIOUS, Recipe, StageConfig
+from lightly_graft.run.report import StageSummary, read_knn_history
+from lightly_graft.run.run_dir import RECIPE, RunDirectory
 from lightly_graft.training.checkpoints import save_backbone
 from lightly_graft.training.knn_monitor import KNNMonitor
 
@@ -67,15 +67,6 @@ def is_global_zero() -> bool:
     return getattr(rank_zero_only, "rank", 0) == 0
 
 
-def device_for(accelerator: str) -> torch.device:
-    """The device of single-process work (the floor) for a Lightning accelerator."""
-    if accelerator in ("gpu", "cuda") or (
-        accelerator == "auto" and torch.cuda.is_available()
-    ):
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
 def loggers(stage_dir: Path) -> list[Logger]:
     """CSV always (``metrics.csv`` in the stage folder); TensorBoard if installed."""
     out: list[Logger] = [CSVLogger(save_dir=stage_dir, name="", version="")]
@@ -99,46 +90,35 @@ def callbacks(
     ]
     knn = stage.knn
     if knn.every_n_epochs > 0:
-        out.insert(
-            0,
-            KNNMonitor(
-                datamodule.knn_bank_dataloader(),
-                datamodule.knn_query_dataloader(),
-                every_n_epochs=knn.every_n_epochs,
-                k=min(knn.k, len(datamodule.bank_set)),
-                temperature=knn.temperature,
-                num_classes=datamodule.num_classes,
-            ),
+        monitor = KNNMonitor(
+            datamodule.knn_bank_dataloader(),
+            datamodule.knn_query_dataloader(),
+            every_n_epochs=knn.every_n_epochs,
+            k=min(knn.k, len(datamodule.bank_set)),
+            temperature=knn.temperature,
+            num_classes=datamodule.num_classes,
         )
-        out.append(
-            ModelCheckpoint(
-                dirpath=stage_dir,
-                filename="best-knn-epoch{epoch}",
-                monitor="knn/top1",
-                mode="max",
-                every_n_epochs=knn.every_n_epochs,
-                auto_insert_metric_name=False,
-                enable_version_counter=False,
-            )
+        best = ModelCheckpoint(
+            dirpath=stage_dir,
+            filename="best-knn-epoch{epoch}",
+            monitor="knn/top1",
+            mode="max",
+            every_n_epochs=knn.every_n_epochs,
+            auto_insert_metric_name=False,
+            enable_version_counter=False,
         )
+        out = [monitor, *out, best]
     return out
 
 
+@dataclass
 class StageRunner:
     """Runs the stages of one run (see the module docstring)."""
 
-    def __init__(
-        self,
-        recipe: Recipe,
-        run_dir: RunDirectory,
-        derived: dict[str, Any],
-        *,
-        progress_bar: bool = True,
-    ) -> None:
-        self.recipe = recipe
-        self.run_dir = run_dir
-        self.derived = derived
-        self.progress_bar = progress_bar
+    recipe: Recipe
+    run_dir: RunDirectory
+    derived: dict[str, Any]
+    progress_bar: bool = True
 
     def graft_source(
         self, index: int, stage: StageConfig, encoders: dict[str, Path]
@@ -154,7 +134,7 @@ class StageRunner:
             if graft.from_ == PREVIOUS
             else graft.from_
         )
-        return encoders[name], "lightly_graft"  # type: ignore[index]
+        return encoders[str(name)], "lightly_graft"
 
     def trainer(
         self,
@@ -184,22 +164,6 @@ class StageRunner:
             enable_model_summary=False,
         )
 
-    def finished(self, stage: StageConfig) -> tuple[StageSummary, Path] | None:
-        """The summary and encoder of a stage finished in an earlier session."""
-        done = self.run_dir.done(stage.name)
-        if done is None:
-            return None
-        stage_dir = self.run_dir.stage_dir(stage.name)
-        print(f"stage '{stage.name}': finished earlier, skipped (--resume)")
-        summary = StageSummary(
-            name=stage.name,
-            method=stage.method,
-            epochs=stage.epochs,
-            seconds=float(done["seconds"]),
-            history=read_knn_history(stage_dir),
-        )
-        return summary, stage_dir / ENCODER
-
     def run(
         self,
         index: int,
@@ -208,52 +172,53 @@ class StageRunner:
         method: Any = None,
         datamodule: Any = None,
     ) -> tuple[StageSummary, Path]:
-        """Trains stage ``index`` (or skips it if finished); returns its summary and
-        the path of its final encoder."""
+        """Trains stage ``index`` (or skips it if an earlier session finished it);
+        returns its summary and the path of its final encoder."""
         stage = self.recipe.stages[index]
-        finished = self.finished(stage)
-        if finished is not None:
-            return finished
-        start = time.perf_counter()
         stage_dir = self.run_dir.stage_dir(stage.name)
+        encoder = stage_dir / ENCODER
+        done = self.run_dir.done(stage.name)
+        if done is not None:
+            print(f"stage '{stage.name}': finished earlier, skipped (--resume)")
+            history = read_knn_history(stage_dir)
+            summary = StageSummary(
+                stage.name, stage.method, stage.epochs, float(done["seconds"]), history
+            )
+            return summary, encoder
+        start = time.perf_counter()
         if is_global_zero():
             stage_dir.mkdir(parents=True, exist_ok=True)
             save_recipe(self.recipe, stage_dir / RECIPE, derived=self.derived)
+            keep_metrics(stage_dir)
         pl.seed_everything(self.recipe.seed, workers=True, verbose=False)
-        if method is None:
-            method = build_method(self.recipe, stage)
+        method = method if method is not None else build_method(self.recipe, stage)
         if datamodule is None:
             datamodule = build_datamodule(self.recipe, stage)
             datamodule.setup()
         extra = callbacks(stage, stage_dir, datamodule)
         source = self.graft_source(index, stage, encoders)
         if source is not None:
-            extra.insert(0, build_grafting(stage, stage.graft, *source))  # type: ignore[arg-type]
+            extra.insert(0, build_grafting(stage, *source))
         resume = self.run_dir.resume_checkpoint(stage.name)
-        if is_global_zero():
-            keep_metrics(stage_dir)
-        trainer = self.trainer(
-            stage, stage_dir, extra, batches_per_epoch(stage, datamodule)
-        )
+        batches = batches_per_epoch(stage, datamodule)
+        trainer = self.trainer(stage, stage_dir, extra, batches)
         print(f"stage '{stage.name}' ({stage.method}): training in {stage_dir}")
         fit(trainer, method, datamodule, resume, stage_dir)
-        encoder = stage_dir / ENCODER
         seconds = time.perf_counter() - start
         if is_global_zero():
             save_backbone(encoder, method.backbone.vit, backbone_spec(self.recipe))
-            self.run_dir.mark_done(
-                stage.name,
-                {
-                    "encoder": ENCODER,
-                    "seconds": seconds,
-                    "epochs": trainer.current_epoch,
-                },
-            )
+            info = {
+                "encoder": ENCODER,
+                "seconds": seconds,
+                "epochs": trainer.current_epoch,
+            }
+            self.run_dir.mark_done(stage.name, info)
         # The other ranks graft the next stage from rank 0's encoder.pt.
         trainer.strategy.barrier("encoder saved")
         history = read_knn_history(stage_dir)
-        summary = StageSummary(stage.name, stage.method, stage.epochs, seconds, history)
-        return summary, encoder
+        return StageSummary(
+            stage.name, stage.method, stage.epochs, seconds, history
+        ), encoder
 
 
 def batches_per_epoch(stage: StageConfig, datamodule: Any) -> int:

@@ -1,17 +1,18 @@
 """The pipeline of ``lightly-graft train``: a recipe's stages, in order.
 
-``prepare_run`` loads, resolves and checks everything up front (recipe, data,
-checkpoints, methods, the run directory); ``run_pipeline`` then measures the
-random-init kNN floor, trains each stage with its own seeded Lightning
-``Trainer`` (see :mod:`~lightly_graft.recipes.stage`), hands each stage's final
-encoder to the next stage's ``Grafting`` callback, and writes ``backbone.pt``,
-``backbone.json`` and ``report.md``. The run directory layout and the resume
-policy are described in :mod:`~lightly_graft.recipes.run_dir`.
+One pass: ``prepare_run`` loads the recipe (:func:`~lightly_graft.recipes.load_recipe`),
+resolves it (:func:`~lightly_graft.recipes.resolve_recipe`), checks its inputs
+(:func:`~lightly_graft.run.checks.check_run`) and claims the run directory;
+``run_pipeline`` then measures the random-init kNN floor, trains each stage with
+its own seeded Lightning ``Trainer`` (:mod:`~lightly_graft.run.stage`), hands
+each stage's final encoder to the next stage's ``Grafting`` callback, and writes
+``backbone.pt``, ``backbone.json`` and ``report.md``. The run directory layout
+and the resume policy are described in :mod:`~lightly_graft.run.run_dir`.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,19 +23,22 @@ import pytorch_lightning as pl
 
 from lightly_graft.analysis.run import run_analysis
 from lightly_graft.errors import GraftError
-from lightly_graft.recipes.build import build_datamodule, build_method
-from lightly_graft.recipes.floor import measure_knn
-from lightly_graft.recipes.loader import load_recipe, recipe_to_yaml, save_recipe
-from lightly_graft.recipes.preflight import preflight
-from lightly_graft.recipes.report import KNNPoint, StageSummary, write_report
-from lightly_graft.recipes.resolve import derived_values, resolve_recipe
-from lightly_graft.recipes.run_dir import RECIPE, RunDirectory
+from lightly_graft.recipes.loader import (
+    load_recipe,
+    recipe_to_yaml,
+    save_recipe,
+    to_plain,
+)
+from lightly_graft.recipes.resolve import derived_values, from_library, resolve_recipe
 from lightly_graft.recipes.schema import Recipe
-from lightly_graft.recipes.stage import StageRunner, device_for, is_global_zero
-from lightly_graft.recipes.typed import to_plain
+from lightly_graft.run.build import build_datamodule, build_method
+from lightly_graft.run.checks import check_run
+from lightly_graft.run.floor import random_init_floor
+from lightly_graft.run.report import KNNPoint, StageSummary, write_report
+from lightly_graft.run.run_dir import RECIPE, RunDirectory
+from lightly_graft.run.stage import StageRunner, is_global_zero
 from lightly_graft.training.checkpoints import export_timm, load_backbone
-
-FLOOR = "floor.json"
+from lightly_graft.training.devices import resolve_device
 
 
 @dataclass(frozen=True)
@@ -76,15 +80,16 @@ def prepare_run(
             existing run directory that may not be reused.
     """
     source = f"recipe '{recipe_path}'"
-    recipe = resolve_recipe(load_recipe(recipe_path, overrides))
-    preflight(recipe, source=source)
+    loaded = load_recipe(recipe_path, overrides)
+    recipe = resolve_recipe(loaded)
+    check_run(recipe, source=source)
     root = Path(output) if output is not None else Path(recipe.output_dir) / recipe.name
     run_dir = RunDirectory(root)
-    derived = derived_values(recipe)
+    derived = {**derived_values(recipe), "from_library": from_library(loaded)}
     if not check_only and is_global_zero():
         # Under DDP, Lightning re-runs this command in the other ranks once rank 0
         # starts training; the folder is rank 0's by then.
-        run_dir.prepare(_plain(recipe), resume=resume)
+        run_dir.prepare(to_plain(recipe), resume=resume)
     return RunPlan(
         recipe=recipe,
         source=source,
@@ -93,41 +98,6 @@ def prepare_run(
         derived=derived,
         resolved_yaml=recipe_to_yaml(recipe, derived=derived),
     )
-
-
-def _plain(recipe: Recipe) -> dict[str, Any]:
-    plain = to_plain(recipe)
-    plain.pop("derived", None)
-    return plain
-
-
-def _floor(plan: RunPlan, method: Any, datamodule: Any) -> KNNPoint | None:
-    """Measures (or, when resuming, reads back) the random-init kNN floor."""
-    recipe, path = plan.recipe, plan.run_dir.root / FLOOR
-    if not recipe.random_init_knn:
-        return None
-    if path.is_file():
-        saved = json.loads(path.read_text())
-        return KNNPoint(0, saved["top1"], saved["top5"])
-    if method is None:  # resumed after stage 0 without a saved floor
-        pl.seed_everything(recipe.seed, workers=True, verbose=False)
-        method = build_method(recipe, recipe.stages[0])
-    knn = recipe.stages[0].knn
-    point, seconds = measure_knn(
-        method,
-        datamodule.knn_bank_dataloader(),
-        datamodule.knn_query_dataloader(),
-        num_classes=datamodule.num_classes,
-        k=knn.k,
-        temperature=knn.temperature,
-        device=device_for(recipe.accelerator),
-    )
-    print(
-        f"random-init kNN floor: top-1 {100 * point.top1:.1f}%, top-5 "
-        f"{100 * point.top5:.1f}% ({seconds:.0f} s)"
-    )
-    path.write_text(json.dumps({"top1": point.top1, "top5": point.top5}) + "\n")
-    return point
 
 
 def _analyses(recipe: Recipe, root: Path, encoders: dict[str, Path]) -> list[Path]:
@@ -146,7 +116,7 @@ def _analyses(recipe: Recipe, root: Path, encoders: dict[str, Path]) -> list[Pat
                 labels=names,
                 num_batches=4,
                 batch_size=64,
-                device=device_for(recipe.accelerator),
+                device=resolve_device(recipe.accelerator),
                 seed=recipe.seed,
             )
         except (GraftError, RuntimeError, ValueError) as error:
@@ -182,46 +152,37 @@ def run_pipeline(plan: RunPlan, *, progress_bar: bool = True) -> RunSummary:
     if run_dir.done(recipe.stages[0].name) is None:
         # The floor is measured on the very model that stage 0 then trains.
         first = build_method(recipe, recipe.stages[0])
-    floor = _floor(plan, first, first_data) if is_global_zero() else None
+    floor = (
+        random_init_floor(recipe, run_dir.root, first, first_data)
+        if is_global_zero()
+        else None
+    )
     runner = StageRunner(plan.recipe, run_dir, plan.derived, progress_bar=progress_bar)
     encoders: dict[str, Path] = {}
     summaries = []
     for index, stage in enumerate(recipe.stages):
         method = first if index == 0 else None
         data = first_data if index == 0 else None
-        summary, encoder = runner.run(index, encoders, method=method, datamodule=data)
-        summaries.append(summary)
-        encoders[stage.name] = encoder
-    backbone = run_dir.root / "backbone.pt"
-    seconds = time.perf_counter() - start
-    if not is_global_zero():  # rank 0 writes the backbone and the report
-        return RunSummary(
-            run_dir.root,
-            run_dir.root / "report.md",
-            backbone,
-            None,
-            tuple(summaries),
-            seconds,
+        done, encoders[stage.name] = runner.run(
+            index, encoders, method=method, datamodule=data
         )
-    vit, spec = load_backbone(encoders[recipe.stages[-1].name], "lightly_graft")
-    export_timm(backbone, vit, spec)
-    figures = _analyses(recipe, run_dir.root, encoders)
-    report = write_report(
-        run_dir.root,
-        title=f"lightly-graft run `{recipe.name}`",
-        description=recipe.description,
-        floor=floor,
-        stages=summaries,
-        recipe_yaml=plan.resolved_yaml,
-        knn_setup=_knn_setup(recipe, first_data),
-        seconds=seconds,
-        figures=figures,
+        summaries.append(done)
+    root = run_dir.root
+    summary = RunSummary(
+        root, root / "report.md", root / "backbone.pt", floor, tuple(summaries), 0.0
     )
-    return RunSummary(
-        run_dir=run_dir.root,
-        report=report,
-        backbone=backbone,
-        floor=floor,
-        stages=tuple(summaries),
-        seconds=seconds,
-    )
+    if is_global_zero():  # rank 0 writes the backbone and the report
+        vit, spec = load_backbone(encoders[recipe.stages[-1].name], "lightly_graft")
+        export_timm(summary.backbone, vit, spec)
+        write_report(
+            root,
+            title=f"lightly-graft run `{recipe.name}`",
+            description=recipe.description,
+            floor=floor,
+            stages=summaries,
+            recipe_yaml=plan.resolved_yaml,
+            knn_setup=_knn_setup(recipe, first_data),
+            seconds=time.perf_counter() - start,
+            figures=_analyses(recipe, root, encoders),
+        )
+    return dataclasses.replace(summary, seconds=time.perf_counter() - start)

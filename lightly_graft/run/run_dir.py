@@ -98,7 +98,8 @@ class RunDirectory:
         """Applies the policy of the module docstring before anything is written.
 
         Args:
-            recipe_plain: The resolved recipe as plain data (without ``derived``).
+            recipe_plain: The resolved recipe as plain data (``derived`` is
+                left out of the comparison).
             resume: Whether the user asked to continue an existing run.
 
         Raises:
@@ -122,7 +123,8 @@ class RunDirectory:
             )
         saved = read_yaml(saved_file)
         saved.pop("derived", None)
-        changed = differing_keys(saved, recipe_plain)
+        current = {k: v for k, v in recipe_plain.items() if k != "derived"}
+        changed = differing_keys(saved, current)
         if changed:
             shown = ", ".join(changed[:8]) + (" ..." if len(changed) > 8 else "")
             raise RunExistsError(

@@ -1,9 +1,9 @@
 """From a resolved recipe stage to the objects Lightning trains.
 
-Everything here takes the typed recipe sections and returns library objects:
-the zoo method with its ``GraftedStageOptimizer``, the stage's transforms and
-``SSLDataModule``, and the ``Grafting`` callback. Code below this layer never
-sees a recipe.
+Everything here takes the validated recipe sections and returns library
+objects: the zoo method with its ``GraftedStageOptimizer``, the stage's
+transforms and ``SSLDataModule``, and the ``Grafting`` callback. Code below this
+layer never sees a recipe.
 """
 
 from __future__ import annotations
@@ -23,37 +23,15 @@ from lightly_graft.data import (
 )
 from lightly_graft.errors import RecipeError, format_options
 from lightly_graft.modules.backbone import BackboneSpec
-from lightly_graft.recipes.schema import (
-    DataConfig,
-    GraftConfig,
-    OptimizerConfig,
-    Recipe,
-    StageConfig,
-)
+from lightly_graft.recipes.methods import method_args, stage_optimizer
+from lightly_graft.recipes.schema import DataConfig, Recipe, StageConfig
 from lightly_graft.training.grafting import Grafting
-from lightly_graft.training.optimizer import GraftedStageOptimizer
+
+_DATAMODULE_ARGS = set(inspect.signature(SSLDataModule.__init__).parameters)
 
 
 def backbone_spec(recipe: Recipe) -> BackboneSpec:
     return BackboneSpec(recipe.backbone.name, dict(recipe.backbone.kwargs))
-
-
-def stage_optimizer(config: OptimizerConfig) -> GraftedStageOptimizer:
-    """The ``GraftedStageOptimizer`` of a recipe's optimizer section."""
-    base = config.base_lr if config.base_lr is not None else config.stage_lrs[-1]  # type: ignore[index]
-    return GraftedStageOptimizer(
-        name=config.name,
-        base_lr=base,
-        stage_lrs=config.stage_lrs,
-        head_lr=config.head_lr,
-        num_stages=config.num_stages,
-        frozen_stages=config.frozen_stages,
-        weight_decay=config.weight_decay,
-        betas=config.betas,
-        momentum=config.momentum,
-        warmup_epochs=config.warmup_epochs,
-        end_lr_scale=config.min_lr_ratio,
-    )
 
 
 def build_method(recipe: Recipe, stage: StageConfig, *, num_classes: int = 0) -> Any:
@@ -63,8 +41,8 @@ def build_method(recipe: Recipe, stage: StageConfig, *, num_classes: int = 0) ->
         batch_size_per_device=stage.batch_size,
         num_classes=num_classes,
         backbone=backbone_spec(recipe),
-        optimizer=stage_optimizer(stage.optimizer),
-        **stage.method_args,
+        optimizer=stage_optimizer(stage),
+        **method_args(stage),
     )
 
 
@@ -154,6 +132,8 @@ def build_datamodule(recipe: Recipe, stage: StageConfig) -> SSLDataModule:
     assert data.image_size is not None and data.normalize is not None, "resolve first"
     normalize = {"mean": list(data.normalize.mean), "std": list(data.normalize.std)}
     views = batch_transform(data, stage.method)
+    # The data keys named as SSLDataModule's arguments (kNN set sizes, workers).
+    sizes = data.model_dump(include=_DATAMODULE_ARGS)
     return SSLDataModule(
         data=data.path or "",
         train_transform=(
@@ -164,27 +144,22 @@ def build_datamodule(recipe: Recipe, stage: StageConfig) -> SSLDataModule:
         batch_transform=views,
         eval_transform=eval_transform(input_size=data.image_size, normalize=normalize),
         batch_size=stage.batch_size,
-        eval_batch_size=data.eval_batch_size,
-        num_workers=data.num_workers,
-        knn_bank_size=data.knn_bank_size,
-        knn_query_size=data.knn_query_size,
-        holdout_fraction=data.holdout_fraction,
         seed=recipe.seed,
+        **sizes,
     )
 
 
-def build_grafting(
-    stage: StageConfig, graft: GraftConfig, checkpoint: Path, format: str
-) -> Grafting:
-    """The ``Grafting`` callback of a stage, from ``checkpoint`` in ``format``."""
+def build_grafting(stage: StageConfig, checkpoint: Path, format: str) -> Grafting:
+    """The ``Grafting`` callback of a stage, from ``checkpoint`` in ``format``;
+    the keys of ``graft`` and ``anchor`` (as ``anchor_*``) are its arguments."""
+    assert stage.graft is not None
+    graft = stage.graft.model_dump(exclude={"from_", "checkpoint", "format"})
+    anchor = {f"anchor_{k}": v for k, v in stage.anchor.model_dump().items()}
+    anchor["anchor_blocks"] = anchor.pop("anchor_num_blocks")
     return Grafting(
         checkpoint=checkpoint,
         format=format,
-        num_blocks=graft.num_blocks,
-        anchor_weight=stage.anchor.weight,
-        anchor_p=stage.anchor.p,
-        anchor_blocks=stage.anchor.num_blocks,
-        num_stages=stage.optimizer.num_stages,
-        freeze_epochs=graft.freeze_epochs,
-        allow_partial=graft.allow_partial,
+        num_stages=stage_optimizer(stage).num_stages,
+        **graft,
+        **anchor,
     )

@@ -109,32 +109,24 @@ def plot_knn(
     """Plots kNN top-1 against epoch for all stages; None if nothing to plot."""
     if not any(stage.history for stage in stages):
         return None
-    import matplotlib
+    from lightly_graft.analysis.plotting import new_figure, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    figure = new_figure()
+    (axes,) = figure.axes
     offset = 0
     for stage in stages:
         epochs = [offset + p.epoch for p in stage.history]
         top1 = [100 * p.top1 for p in stage.history]
-        ax.plot(epochs, top1, marker="o", label=f"{stage.name} ({stage.method})")
+        axes.plot(epochs, top1, marker="o", label=f"{stage.name} ({stage.method})")
         offset += stage.epochs
-        ax.axvline(offset, color="0.85", linewidth=0.8)
+        axes.axvline(offset, color="0.85", linewidth=0.8)
     if floor is not None:
-        ax.axhline(
-            100 * floor.top1, color="k", linestyle="--", label="random init (floor)"
-        )
-    ax.set_xlabel("epoch (all stages)")
-    ax.set_ylabel("kNN top-1 (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+        label = "random init (floor)"
+        axes.axhline(100 * floor.top1, color="k", linestyle="--", label=label)
+    axes.set(xlabel="epoch (all stages)", ylabel="kNN top-1 (%)")
+    axes.grid(alpha=0.3)
+    axes.legend(loc="best")
+    return save_figure(figure, Path(path))
 
 
 def write_report(

@@ -1,0 +1,156 @@
+"""Everything checked before the first training step of a run.
+
+1. The recipe's files (``check_inputs``): the data path and every graft
+   checkpoint exist and are readable, so that a typo in the second stage's
+   checkpoint path does not surface after the first stage's hours. Relative
+   paths are taken from the current working directory.
+2. Every stage's method can be built with its ``method_args`` (built on the
+   ``meta`` device: no memory, about a second even for ViT-L), and its view
+   transform with the ``data.augment`` options.
+3. Every checkpoint named by a ``graft`` section is read in its named format and
+   its grafted keys and shapes are checked against the backbone.
+
+A problem is a ``RecipeError`` (or the ``CheckpointError`` of the checkpoint
+reader) naming the recipe key; nothing has been written or trained by then.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from lightly_graft.data.datasets import DEFAULT
+from lightly_graft.data.fashion_mnist import FASHION_MNIST_DIR, INSTALL_HINT
+from lightly_graft.data.folders import split_layout
+from lightly_graft.errors import CheckpointError, GraftError, RecipeError
+from lightly_graft.modules.backbone import build_vit
+from lightly_graft.recipes.schema import Recipe
+from lightly_graft.run.build import (
+    backbone_spec,
+    batch_transform,
+    build_method,
+    train_transform,
+)
+from lightly_graft.training.checkpoints import describe_mismatch, load_encoder_state
+from lightly_graft.training.grafting import match_graft
+
+
+def data_problems(path: str | None) -> Iterator[str]:
+    """Problems with a data spec, as messages (empty if none)."""
+    if path is None:
+        yield (
+            "is not set: give the dataset folder with --set data.path=DIR "
+            "(ImageFolder style: DIR/train/<class>/*, DIR/val/<class>/*)"
+        )
+        return
+    if path == DEFAULT:
+        if not (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
+            yield (
+                f"'default' is the embedded Fashion-MNIST, but {FASHION_MNIST_DIR} "
+                f"does not hold it: {INSTALL_HINT}"
+            )
+        return
+    directory = Path(path).expanduser()
+    if not directory.is_dir():
+        what = "is a file" if directory.exists() else "does not exist"
+        yield (
+            f"'{path}' {what}: give an ImageFolder-style directory "
+            "(DIR/<class>/<image>, or DIR/train and DIR/val) or 'default'"
+        )
+        return
+    train_root, _, skip = split_layout(directory)
+    if not any(p.is_dir() and p.name not in skip for p in train_root.iterdir()):
+        yield f"'{path}' has no class folders: expected {train_root}/<class>/<image>"
+
+
+def checkpoint_problems(path: str) -> Iterator[str]:
+    """Problems with a checkpoint file that keep it from being read at all."""
+    file = Path(path).expanduser()
+    if not file.exists():
+        yield f"'{path}' does not exist: give the path of a checkpoint file"
+    elif not file.is_file():
+        yield f"'{path}' is a directory, not a checkpoint file"
+    elif not os.access(file, os.R_OK):
+        yield f"'{path}' is not readable (permissions): chmod +r it or copy it"
+    elif file.stat().st_size == 0:
+        yield f"'{path}' is empty (0 bytes): the download or save was interrupted"
+
+
+def input_problems(recipe: Recipe) -> Iterator[tuple[str, str]]:
+    """Yields ``(key path, problem)`` for every unusable input of a recipe."""
+    for problem in data_problems(recipe.data.path):
+        yield "data.path", problem
+    for i, stage in enumerate(recipe.stages):
+        if stage.graft is not None and stage.graft.checkpoint is not None:
+            for problem in checkpoint_problems(stage.graft.checkpoint):
+                yield f"stages[{i}].graft.checkpoint", problem
+
+
+def check_inputs(recipe: Recipe, *, source: str) -> None:
+    """Raises one ``RecipeError`` listing every unusable input, if any.
+
+    Args:
+        recipe: The validated recipe.
+        source: Names the recipe in the message, e.g. "recipe 'x.yaml'".
+    """
+    problems = [f"{path}: {message}" for path, message in input_problems(recipe)]
+    if problems:
+        raise RecipeError(f"{source}: " + "; ".join(problems))
+
+
+def check_stages_build(recipe: Recipe, *, source: str) -> None:
+    """Builds every stage's method (on the meta device) and view transform."""
+    for i, stage in enumerate(recipe.stages):
+        where = f"{source}: stages[{i}] ('{stage.method}')"
+        try:
+            with torch.device("meta"):
+                build_method(recipe, stage)
+        except (GraftError, ValueError, TypeError) as error:
+            message = f"the method cannot be built with these method_args: {error}"
+            raise RecipeError(f"{where}: {message}") from None
+        try:
+            train_transform(recipe.data, stage.method)
+            batch_transform(recipe.data, stage.method)
+        except (GraftError, ValueError, TypeError) as error:
+            raise RecipeError(f"{where}: {error}") from None
+
+
+def check_graft_checkpoints(recipe: Recipe, *, source: str) -> None:
+    """Reads each named graft checkpoint and checks its grafted keys and shapes."""
+    with torch.device("meta"):
+        vit = build_vit(backbone_spec(recipe))
+    target, depth = vit.state_dict(), len(vit.blocks)
+    for i, stage in enumerate(recipe.stages):
+        graft = stage.graft
+        if graft is None or graft.checkpoint is None:
+            continue
+        where = f"{source}: stages[{i}].graft.checkpoint"
+        try:
+            state, _, _ = load_encoder_state(graft.checkpoint, graft.format or "")
+        except CheckpointError as error:
+            raise CheckpointError(f"{where}: {error}") from None
+        blocks = depth if graft.num_blocks is None else graft.num_blocks
+        report = match_graft(
+            state, target, depth, blocks, blocks == depth, graft.checkpoint
+        )
+        if not report.is_complete and not graft.allow_partial:
+            raise CheckpointError(
+                f"{where}: "
+                + describe_mismatch(
+                    graft.checkpoint,
+                    report.missing,
+                    report.unexpected,
+                    report.mismatched,
+                )
+                + " (or set allow_partial: true to graft only what fits)"
+            )
+
+
+def check_run(recipe: Recipe, *, source: str) -> None:
+    """Runs every check of the module docstring, cheapest first."""
+    check_inputs(recipe, source=source)
+    check_stages_build(recipe, source=source)
+    check_graft_checkpoints(recipe, source=source)

@@ -1,0 +1,63 @@
+"""The random-init floor: kNN accuracy of the untrained backbone.
+
+Measured once per run, before the first stage trains, on the first stage's
+freshly initialised method, by the same ``KNNMonitor.evaluate`` with the same
+bank, query set, k and temperature as the monitor during training, so the
+report's gains are differences between numbers taken the same way. A backbone
+that learned nothing scores the floor, not zero.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+
+from lightly_graft.recipes.schema import Recipe
+from lightly_graft.run.build import build_method
+from lightly_graft.run.report import KNNPoint
+from lightly_graft.training.devices import resolve_device
+from lightly_graft.training.knn_monitor import KNNMonitor
+
+FLOOR = "floor.json"
+
+
+def random_init_floor(
+    recipe: Recipe, root: Path, method: Any, datamodule: Any
+) -> KNNPoint | None:
+    """Measures the floor on ``method`` (None: a fresh stage-0 method) and saves
+    it in ``root/floor.json``; a resumed run reads it back from there. The model
+    is moved to the recipe's device and back; ``KNNMonitor.evaluate`` restores
+    its train/eval modes and the RNG states."""
+    path = root / FLOOR
+    if not recipe.random_init_knn:
+        return None
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        return KNNPoint(0, saved["top1"], saved["top5"])
+    if method is None:  # resumed after stage 0 without a saved floor
+        pl.seed_everything(recipe.seed, workers=True, verbose=False)
+        method = build_method(recipe, recipe.stages[0])
+    knn = recipe.stages[0].knn
+    monitor = KNNMonitor(
+        datamodule.knn_bank_dataloader(),
+        datamodule.knn_query_dataloader(),
+        k=min(knn.k, len(datamodule.bank_set)),
+        temperature=knn.temperature,
+        num_classes=datamodule.num_classes,
+    )
+    original = next(method.parameters()).device
+    method.to(resolve_device(recipe.accelerator))
+    try:
+        result = monitor.evaluate(method)
+    finally:
+        method.to(original)
+    point = KNNPoint(0, result["top1"], result["top5"])
+    print(
+        f"random-init kNN floor: top-1 {100 * point.top1:.1f}%, top-5 "
+        f"{100 * point.top5:.1f}% ({result['seconds']:.0f} s)"
+    )
+    path.write_text(json.dumps({"top1": point.top1, "top5": point.top5}) + "\n")
+    return point
