@@ -325,6 +325,21 @@ class Bench:
 
     # --- running -------------------------------------------------------------
 
+    def has_runs(self, arm: str) -> bool:
+        """Whether any run of ``arm`` (any LR factor) has started."""
+        runs = self.root / "runs"
+        return any(runs.glob(f"{arm}/seed*")) or any(runs.glob(f"{arm}@lr*/seed*"))
+
+    def _save_determining(self, plain: dict[str, Any]) -> None:
+        _write_atomic(
+            self.root / SUITE,
+            dump_yaml(
+                plain,
+                header="What decides the results of `lightly-graft bench`; "
+                "compared on --resume.",
+            ),
+        )
+
     def determining(self) -> dict[str, Any]:
         """What decides the results (compared on --resume): the data, backbone,
         evaluation and sweep, and every arm's resolved stages and budget; not
@@ -355,11 +370,15 @@ class Bench:
                     "--output"
                 )
             saved = read_yaml(saved_path)
-            # Arms added since are new work, not a change; so are seeds.
-            kept = {
-                k: v for k, v in plain["arms"].items() if k in saved.get("arms", {})
+            # An arm that has not run yet (or was added since) may change: only
+            # the arms with runs, and what every arm shares, must be the same.
+            started = {
+                name: arm
+                for name, arm in saved.get("arms", {}).items()
+                if name in plain["arms"] and self.has_runs(name)
             }
-            differ = differing_keys(saved, {**plain, "arms": kept})
+            kept = {name: plain["arms"][name] for name in started}
+            differ = differing_keys({**saved, "arms": started}, {**plain, "arms": kept})
             if differ:
                 shown = ", ".join(differ[:5]) + (" ..." if len(differ) > 5 else "")
                 raise BenchExistsError(
@@ -367,19 +386,15 @@ class Bench:
                     f"was started with at {shown}; undo the change, or give another "
                     "--output for the changed suite"
                 )
+            if plain != saved:  # arms not yet run changed or were added
+                self._save_determining(plain)
         elif self.root.exists() and any(self.root.iterdir()):
             raise BenchExistsError(
                 f"'{self.root}' exists and is not a bench directory (no {SUITE}): "
                 "give another --output"
             )
         else:
-            _write_atomic(
-                saved_path,
-                dump_yaml(
-                    plain,
-                    header="Resolved suite of `lightly-graft bench`; compared on --resume.",
-                ),
-            )
+            self._save_determining(plain)
         costs = self.root / "costs.json"
         if costs.is_file():
             self.costs = json.loads(costs.read_text())

@@ -116,6 +116,13 @@ def test_bench__changed_suite_is_refused(
     err = capsys.readouterr().err
     assert "suite.evaluation.linear.epochs" in err and "differs" in err
     assert _mtimes(bench) == before
+    # An arm that has run may not change either.
+    tree["evaluation"]["linear"]["epochs"] = 2
+    tree["stage_overrides"]["batch_size"] = 8
+    changed.write_text(yaml.safe_dump(tree))
+    assert main(["bench", str(changed), "--output", str(bench), "--resume"]) == 2
+    assert "arms.mae.stages[0].batch_size" in capsys.readouterr().err
+    tree["stage_overrides"]["batch_size"] = 16
     # What only changes the report (titles, claims, figures) is not a change.
     tree["evaluation"]["linear"]["epochs"] = 2
     tree["claims"] = []
