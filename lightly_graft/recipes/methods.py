@@ -122,3 +122,11 @@ def check_methods(recipe: Recipe) -> None:
     for i, stage in enumerate(recipe.stages):
         method_args(stage, f"stages[{i}]")
         stage_optimizer(stage, f"stages[{i}]")
+        cls = zoo.get(stage.method).cls
+        if stage.gradient_conflict is not None and not hasattr(cls, "loss_terms"):
+            with_both = [e.name for e in zoo.entries() if hasattr(e.cls, "loss_terms")]
+            raise Invalid(
+                f"stages[{i}].gradient_conflict",
+                f"method '{stage.method}' has no MIM and CL losses to compare; "
+                f"methods that have: {format_options(with_both)} (or remove the key)",
+            )

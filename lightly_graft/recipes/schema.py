@@ -37,6 +37,7 @@ from lightly_graft.data.datamodule import SSLDataModule
 from lightly_graft.recipes.library import library_default, signature_model
 from lightly_graft.recipes.validation import STRICT, At, as_lists
 from lightly_graft.training.checkpoints import FORMATS
+from lightly_graft.training.gradient_monitor import GradientConflictMonitor
 from lightly_graft.training.grafting import Grafting
 from lightly_graft.training.knn_monitor import KNNMonitor
 from lightly_graft.training.optimizer import GraftedStageOptimizer
@@ -87,6 +88,7 @@ Pair = tuple[NonNegativeFloat, NonNegativeFloat]
 _data = functools.partial(library_default, SSLDataModule)
 _graft = functools.partial(library_default, Grafting)
 _knn = functools.partial(library_default, KNNMonitor)
+_conflict = functools.partial(library_default, GradientConflictMonitor)
 
 
 def doc(text: str, default: Any = ..., **constraints: Any) -> Any:
@@ -244,6 +246,16 @@ class KNNConfig(Section):
     temperature: PositiveFloat = doc("Weighting temperature.", _knn("temperature"))
 
 
+class GradientConflictConfig(Section):
+    every_n_steps: Count = doc(
+        "Measure at every N-th optimizer step.", _conflict("every_n_steps")
+    )
+    window: Count = doc(
+        "Logged value: the median of the last N measurements (1: each one).",
+        _conflict("window"),
+    )
+
+
 class StageConfig(Section):
     name: FolderName = doc("Stage name: the folder runs/<run>/<name>/.")
     method: str = doc("Zoo method: `lightly-graft zoo` lists them.")
@@ -262,6 +274,12 @@ class StageConfig(Section):
     graft: GraftConfig | None = doc("Where the initial weights come from.", None)
     anchor: AnchorConfig = doc("Anchor to the grafted weights.", AnchorConfig())
     knn: KNNConfig = doc("kNN monitoring.", KNNConfig())
+    gradient_conflict: GradientConflictConfig | None = doc(
+        "Log the per-block cosine between the MIM and CL gradients while training "
+        "(GradientConflictMonitor, Fig 1/8; `grad_conflict/block_i` in metrics.csv). "
+        "For methods with both losses (mtl). null: off.",
+        None,
+    )
     precision: Precision = doc("Lightning precision.", "32-true")
     accumulate_grad_batches: Count = doc("Gradient accumulation.", 1)
     gradient_clip_val: PositiveFloat | None = doc("Gradient norm clip.", None)

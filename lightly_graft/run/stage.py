@@ -41,6 +41,7 @@ from lightly_graft.run.build import (
 from lightly_graft.run.report import StageSummary, read_knn_history
 from lightly_graft.run.run_dir import RECIPE, RunDirectory
 from lightly_graft.training.checkpoints import save_backbone
+from lightly_graft.training.gradient_monitor import GradientConflictMonitor
 from lightly_graft.training.knn_monitor import KNNMonitor
 
 ENCODER = "encoder.pt"
@@ -108,6 +109,14 @@ def callbacks(
             enable_version_counter=False,
         )
         out = [monitor, *out, best]
+    if stage.gradient_conflict is not None:
+        out.insert(
+            0,
+            GradientConflictMonitor(
+                every_n_steps=stage.gradient_conflict.every_n_steps,
+                window=stage.gradient_conflict.window,
+            ),
+        )
     return out
 
 
