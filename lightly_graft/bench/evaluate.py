@@ -18,6 +18,7 @@ The test accuracy at the chosen value is what the tables report.
 
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 from typing import Any
@@ -162,8 +163,50 @@ def evaluate(
         for name, result in shots.items():
             metrics[f"fewshot_{name}"] = result["top1"]
         details["fewshot"] = shots
+    if "finetune" in settings.protocols:
+        tuned = finetune(vit, data, settings, device=device, workdir=workdir)
+        metrics["finetune"] = tuned["top1"]
+        details["finetune"] = tuned
     return {
         "metrics": metrics,
         "details": details,
         "seconds": time.perf_counter() - start,
     }
+
+
+def finetune(
+    vit: torch.nn.Module,
+    data: str,
+    settings: Evaluation,
+    *,
+    device: torch.device,
+    workdir: Path,
+) -> dict[str, Any]:
+    """Fine-tunes a copy of the backbone on the suite's labelled subset
+    (:func:`lightly_graft.eval.protocols.evaluate`, protocol ``finetune``)."""
+    from lightly_graft.eval.protocols import EvalSettings
+    from lightly_graft.eval.protocols import evaluate as run_protocol
+
+    tune = settings.finetune
+    eval_settings = EvalSettings(
+        data=data,
+        batch_size=tune.batch_size,
+        seed=settings.seed,
+        limit_train=settings.train_size,
+        limit_test=settings.test_size,
+        epochs=tune.epochs,
+        base_lr=tune.base_lr,
+        layer_decay=tune.layer_decay,
+        warmup_epochs=tune.warmup_epochs,
+        label_fraction=tune.label_fraction,
+        subsets=workdir / "finetune_subsets.json",
+    )
+    output = workdir / "finetune_logs"
+    tuned: Any = copy.deepcopy(vit).cpu()  # trained in place: keep the backbone
+    return run_protocol(
+        "finetune",
+        tuned,
+        eval_settings,
+        device=device,
+        output=output,
+    )

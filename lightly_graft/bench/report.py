@@ -32,7 +32,14 @@ LABELS = {
     "linear": "linear",
     "fewshot_1%": "1% few-shot",
     "fewshot_10%": "10% few-shot",
+    "finetune": "fine-tune",
 }
+
+
+def _shown(collected: dict[str, Any]) -> list[str]:
+    """The metrics any arm has, in METRICS order."""
+    present = {m for arm in collected["arms"].values() for m in arm["metrics"]}
+    return [m for m in METRICS if m in present]
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -108,14 +115,15 @@ def _cell(metric: dict[str, Any] | None) -> str:
 
 
 def table_markdown(collected: dict[str, Any]) -> str:
+    shown = _shown(collected)
     lines = [
         "| arm | paper | seeds | "
-        + " | ".join(LABELS[m] for m in METRICS)
+        + " | ".join(LABELS[m] for m in shown)
         + " | train PFLOP | train min |",
-        "|---|---|---:|" + "---:|" * len(METRICS) + "---:|---:|",
+        "|---|---|---:|" + "---:|" * len(shown) + "---:|---:|",
     ]
     for name, arm in collected["arms"].items():
-        cells = [_cell(arm["metrics"].get(m)) for m in METRICS]
+        cells = [_cell(arm["metrics"].get(m)) for m in shown]
         seeds = f"{len(arm['seeds'])}/{len(arm['planned_seeds'])}"
         if arm["diverged"]:
             seeds += f" ({arm['diverged']} diverged)"
@@ -128,15 +136,16 @@ def table_markdown(collected: dict[str, Any]) -> str:
 
 
 def table_csv(collected: dict[str, Any]) -> str:
+    shown = _shown(collected)
     out = io.StringIO()
     writer = csv.writer(out)
     header = ["arm", "paper", "lr_scale", "seeds"]
-    for m in METRICS:
+    for m in shown:
         header += [f"{m}_mean", f"{m}_std"]
     writer.writerow([*header, "train_flops", "train_minutes"])
     for name, arm in collected["arms"].items():
         row = [name, arm["paper"], arm["lr_scale"], len(arm["seeds"])]
-        for m in METRICS:
+        for m in shown:
             metric = arm["metrics"].get(m)
             row += [metric["mean"], metric["std"]] if metric else ["", ""]
         writer.writerow([*row, arm["flops"], round(arm["train_minutes"], 3)])
@@ -222,13 +231,14 @@ def plot_metrics(collected: dict[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     names = list(collected["arms"])
+    shown = _shown(collected)
     fig, axes = plt.subplots(
         1,
-        len(METRICS),
-        figsize=(4 * len(METRICS), 0.45 * len(names) + 1.5),
+        len(shown),
+        figsize=(4 * len(shown), 0.45 * len(names) + 1.5),
         sharey=True,
     )
-    for ax, metric in zip(np.atleast_1d(axes), METRICS, strict=True):
+    for ax, metric in zip(np.atleast_1d(axes), shown, strict=True):
         for i, name in enumerate(names):
             m = collected["arms"][name]["metrics"].get(metric)
             if m is None:

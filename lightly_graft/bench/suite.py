@@ -35,8 +35,9 @@ from lightly_graft.eval.linear import DEFAULT_LRS
 from lightly_graft.recipes.yaml_io import read_yaml
 
 #: Metrics of one (arm, seed), in the order the table shows them.
-METRICS = ("knn", "linear", "fewshot_1%", "fewshot_10%")
-Protocol = Literal["knn", "linear", "fewshot"]
+METRICS = ("knn", "linear", "fewshot_1%", "fewshot_10%", "finetune")
+Protocol = Literal["knn", "linear", "fewshot", "finetune"]
+Metric = Literal["knn", "linear", "fewshot_1%", "fewshot_10%", "finetune"]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 PositiveFloat = Annotated[float, Field(gt=0)]
 
@@ -69,6 +70,18 @@ class FewshotEval(_Model):
     )
 
 
+class FinetuneEval(_Model):
+    """Fine-tuning on a class-balanced labelled subset (the paper's 10%
+    semi-supervised setting), MAE's recipe; nothing is chosen on the test set."""
+
+    label_fraction: float = Field(default=0.1, gt=0, le=1)
+    epochs: int = Field(default=10, ge=1)
+    base_lr: float = Field(default=5e-4, gt=0)
+    layer_decay: float = Field(default=0.6, gt=0, le=1)
+    warmup_epochs: float = Field(default=1.0, ge=0)
+    batch_size: int = Field(default=128, ge=1)
+
+
 class Evaluation(_Model):
     protocols: tuple[Protocol, ...] = Field(
         default=("knn", "linear", "fewshot"), min_length=1
@@ -93,6 +106,7 @@ class Evaluation(_Model):
     knn: KNNEval = KNNEval()
     linear: LinearEval = LinearEval()
     fewshot: FewshotEval = FewshotEval()
+    finetune: FinetuneEval = FinetuneEval()
 
 
 class LRSweep(_Model):
@@ -100,7 +114,7 @@ class LRSweep(_Model):
         min_length=1, description="Factors applied to every LR of an arm's stages."
     )
     seed: int = Field(default=0, ge=0, description="The one seed the sweep runs on.")
-    select_by: Literal["knn", "linear", "fewshot_1%", "fewshot_10%"] = Field(
+    select_by: Metric = Field(
         default="linear", description="Validation metric that picks the scale."
     )
     arms: tuple[Name, ...] | None = Field(
@@ -163,7 +177,7 @@ class Claim(_Model):
         default="", description="The paper's numbers behind the claim, as text."
     )
     kind: Literal["order", "falls_with_depth"] = "order"
-    metric: Literal["knn", "linear", "fewshot_1%", "fewshot_10%"] | None = None
+    metric: Metric | None = None
     order: tuple[Name, ...] = Field(
         default=(),
         description="Arms, best first ('order'); one arm ('falls_with_depth').",

@@ -38,7 +38,13 @@ def test_bench__writes_tables_for_every_arm(bench: Path) -> None:
     assert set(results["arms"]) == {arm.name for arm in suite.arms}
     for name, arm in results["arms"].items():
         assert arm["seeds"] == [0], name
-        assert set(arm["metrics"]) == {"knn", "linear", "fewshot_1%", "fewshot_10%"}
+        assert set(arm["metrics"]) == {
+            "knn",
+            "linear",
+            "fewshot_1%",
+            "fewshot_10%",
+            "finetune",
+        }
         for metric in arm["metrics"].values():
             assert 0.0 <= metric["mean"] <= 1.0
             assert metric["values"] == [metric["mean"]]

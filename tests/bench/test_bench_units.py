@@ -292,3 +292,41 @@ def test_conflict_during_training__median_per_epoch_and_block(tmp_path: Path) ->
     }
     png = plot_conflict_during_training(per_epoch, tmp_path / "fig8.png", title="t")
     assert png.is_file()
+
+
+def test_evaluate__finetune_protocol_trains_a_copy(tmp_path: Path) -> None:
+    from graft_testing import TINY_BACKBONE
+
+    from lightly_graft.bench.evaluate import evaluate
+    from lightly_graft.bench.suite import Evaluation
+    from lightly_graft.data import default_normalize
+    from lightly_graft.modules.backbone import BackboneSpec, build_vit
+
+    spec = dict(TINY_BACKBONE)
+    vit = build_vit(
+        BackboneSpec(spec.pop("name"), {**spec, "img_size": 28, "patch_size": 14})
+    )
+    before = {k: v.clone() for k, v in vit.state_dict().items()}
+    settings = Evaluation.model_validate(
+        {
+            "protocols": ["knn", "finetune"],
+            "train_size": 200,
+            "test_size": 50,
+            "knn": {"k": 5},
+            "finetune": {"epochs": 1, "label_fraction": 0.5, "batch_size": 32},
+        }
+    )
+    result = evaluate(
+        vit,
+        "default",
+        default_normalize("default"),
+        settings,
+        device=torch.device("cpu"),
+        workdir=tmp_path,
+    )
+    assert set(result["metrics"]) == {"knn", "finetune"}
+    assert 0.0 <= result["metrics"]["finetune"] <= 1.0
+    # Nothing is chosen on the val split here: half of all 200 training images.
+    assert result["details"]["finetune"]["num_labelled"] == 100
+    for key, value in vit.state_dict().items():
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0)
