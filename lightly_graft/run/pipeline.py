@@ -34,6 +34,7 @@ from lightly_graft.recipes.schema import Recipe
 from lightly_graft.run.build import build_datamodule, build_method
 from lightly_graft.run.checks import check_run
 from lightly_graft.run.floor import random_init_floor
+from lightly_graft.run.lock import DirectoryLock, check_directory
 from lightly_graft.run.report import KNNPoint, StageSummary, write_report
 from lightly_graft.run.run_dir import RECIPE, RunDirectory
 from lightly_graft.run.stage import StageRunner, is_global_zero
@@ -87,6 +88,7 @@ def prepare_run(
     run_dir = RunDirectory(root)
     derived = {**derived_values(recipe), "from_library": from_library(loaded)}
     if not check_only and is_global_zero():
+        check_directory(root)
         # Under DDP, Lightning re-runs this command in the other ranks once rank 0
         # starts training; the folder is rank 0's by then.
         run_dir.prepare(to_plain(recipe), resume=resume)
@@ -139,7 +141,32 @@ def _knn_setup(recipe: Recipe, datamodule: Any) -> str:
 
 
 def run_pipeline(plan: RunPlan, *, progress_bar: bool = True) -> RunSummary:
-    """Trains every stage of a prepared run and writes the backbone and report."""
+    """Trains every stage of a prepared run and writes the backbone and report.
+
+    Rank 0 holds the run directory's lock (:class:`~lightly_graft.run.lock.DirectoryLock`)
+    throughout and re-applies the resume policy under it. If the run fails
+    before anything worth keeping was written (no checkpoint, no finished
+    stage), what it wrote is removed, so that the same command can be retried.
+
+    Raises:
+        DirectoryLockedError: Another live process is running in the directory.
+    """
+    if not is_global_zero():
+        return _run_stages(plan, progress_bar=progress_bar)
+    root = plan.run_dir.root
+    existed = root.exists()
+    with DirectoryLock(root) as lock:
+        plan.run_dir.prepare(to_plain(plan.recipe), resume=plan.resume)
+        fresh = not plan.run_dir.has_contents()
+        try:
+            return _run_stages(plan, progress_bar=progress_bar)
+        except BaseException:
+            if fresh and not plan.run_dir.holds_work():
+                plan.run_dir.clear(keep={lock.path.name}, remove_root=not existed)
+            raise
+
+
+def _run_stages(plan: RunPlan, *, progress_bar: bool) -> RunSummary:
     start = time.perf_counter()
     recipe, run_dir = plan.recipe, plan.run_dir
     if is_global_zero():

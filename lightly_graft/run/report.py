@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lightly_graft.files import write_atomic
+
 TOP1 = "knn/top1"
 TOP5 = "knn/top5"
 
@@ -198,5 +200,5 @@ def write_report(
         "",
     ]
     path = run_dir / "report.md"
-    path.write_text("\n".join(parts), encoding="utf-8")
+    write_atomic(path, "\n".join(parts))
     return path

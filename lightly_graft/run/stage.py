@@ -28,8 +28,11 @@ from pytorch_lightning.callbacks import (
     OnExceptionCheckpoint,
 )
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities import rank_zero_only
 
+from lightly_graft.errors import CheckpointError
+from lightly_graft.files import save_atomic
 from lightly_graft.recipes.loader import save_recipe
 from lightly_graft.recipes.schema import PREVIOUS, Recipe, StageConfig
 from lightly_graft.run.build import (
@@ -39,8 +42,9 @@ from lightly_graft.run.build import (
     build_method,
 )
 from lightly_graft.run.report import StageSummary, read_knn_history
-from lightly_graft.run.run_dir import RECIPE, RunDirectory
+from lightly_graft.run.run_dir import DONE, RECIPE, RunDirectory
 from lightly_graft.training.checkpoints import save_backbone
+from lightly_graft.training.divergence import FiniteGuard, check_finite
 from lightly_graft.training.knn_monitor import KNNMonitor
 
 ENCODER = "encoder.pt"
@@ -77,11 +81,25 @@ def loggers(stage_dir: Path) -> list[Logger]:
     return out
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's ``torch.save`` checkpoint writer, through a temporary file,
+    fsync and rename (:func:`~lightly_graft.files.save_atomic`): a crash while
+    writing ``last.ckpt`` leaves the previous one whole."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        save_atomic(checkpoint, path)
+
+
 def callbacks(
     stage: StageConfig, stage_dir: Path, datamodule: Any
 ) -> list[pl.Callback]:
     """Monitoring and checkpointing callbacks of a stage (Grafting is added apart)."""
     out: list[pl.Callback] = [
+        FiniteGuard(stage.name, stage_dir),
         LearningRateMonitor(logging_interval="step"),
         ModelCheckpoint(
             dirpath=stage_dir, filename="last", enable_version_counter=False
@@ -162,6 +180,7 @@ class StageRunner:
             default_root_dir=stage_dir,
             enable_progress_bar=self.progress_bar,
             enable_model_summary=False,
+            plugins=[AtomicCheckpointIO()],
         )
 
     def run(
@@ -178,6 +197,18 @@ class StageRunner:
         stage_dir = self.run_dir.stage_dir(stage.name)
         encoder = stage_dir / ENCODER
         done = self.run_dir.done(stage.name)
+        problem = self.run_dir.done_problem(stage.name)
+        if problem is not None:
+            if not self.run_dir.checkpoints(stage.name):
+                raise CheckpointError(
+                    f"{problem} and stage '{stage.name}' has no checkpoint to resume "
+                    f"from; delete {stage_dir / DONE} to train the stage again with "
+                    "--resume, or start a new run with --output"
+                )
+            if is_global_zero():
+                print(
+                    f"stage '{stage.name}': {problem}; resuming it from its checkpoint"
+                )
         if done is not None:
             print(f"stage '{stage.name}': finished earlier, skipped (--resume)")
             history = read_knn_history(stage_dir)
@@ -205,6 +236,12 @@ class StageRunner:
         print(f"stage '{stage.name}' ({stage.method}): training in {stage_dir}")
         fit(trainer, method, datamodule, resume, stage_dir)
         seconds = time.perf_counter() - start
+        check_finite(
+            method,
+            stage=stage.name,
+            step=trainer.global_step,
+            kept=f"its checkpoints are in {stage_dir}",
+        )
         if is_global_zero():
             save_backbone(encoder, method.backbone.vit, backbone_spec(self.recipe))
             info = {
