@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -70,6 +71,9 @@ class SSLDataModule(pl.LightningDataModule):
         knn_bank_size: Training images in the kNN bank (None = all).
         knn_query_size: Held-out images in the kNN query set (None = all).
         holdout_fraction: Held-out fraction for folders without ``val``/``test``.
+        skip_unreadable: Skip images that cannot be decoded instead of stopping
+            (their paths go to ``unreadable_log`` when set); default: stop with
+            a :class:`DataError` naming the file.
         online_eval: Whether ``val_dataloader`` gives the query set (for the
             methods' online linear classifier) or nothing.
         seed: Seeds the subsets and the held-out draw.
@@ -89,6 +93,7 @@ class SSLDataModule(pl.LightningDataModule):
         knn_query_size: int | None = 2_000,
         holdout_fraction: float = 0.1,
         online_eval: bool = False,
+        skip_unreadable: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -107,6 +112,9 @@ class SSLDataModule(pl.LightningDataModule):
         self.knn_query_size = knn_query_size
         self.holdout_fraction = holdout_fraction
         self.online_eval = online_eval
+        self.skip_unreadable = skip_unreadable
+        #: Where skipped image paths are appended (set by the run, per stage).
+        self.unreadable_log: Path | None = None
         self.seed = seed
         self.train_set: Dataset | None = None
         self.bank_set: Dataset | None = None
@@ -119,6 +127,7 @@ class SSLDataModule(pl.LightningDataModule):
             transform=transform,
             holdout_fraction=self.holdout_fraction,
             seed=self.seed,
+            skip_unreadable=self.skip_unreadable,
         )
 
     def setup(self, stage: str | None = None) -> None:
@@ -141,6 +150,9 @@ class SSLDataModule(pl.LightningDataModule):
 
     def _loader(self, dataset: Dataset | None, *, train: bool) -> DataLoader:
         assert dataset is not None, "setup() builds the datasets first"
+        inner = getattr(dataset, "dataset", dataset)  # through a Subset
+        if hasattr(inner, "unreadable_log"):
+            inner.unreadable_log = self.unreadable_log
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,

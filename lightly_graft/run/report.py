@@ -38,6 +38,8 @@ class StageSummary:
     epochs: int
     seconds: float
     history: tuple[KNNPoint, ...] = field(default=())
+    #: Images skipped as unreadable (``data.skip_unreadable``).
+    unreadable: int = 0
 
     @property
     def final(self) -> KNNPoint | None:
@@ -163,6 +165,13 @@ def write_report(
         knn_table(floor, stages),
         "",
     ]
+    for stage in stages:
+        if stage.unreadable:
+            parts += [
+                f"Stage `{stage.name}` skipped {stage.unreadable} unreadable images "
+                f"(`data.skip_unreadable`; listed in `{stage.name}/unreadable.txt`).",
+                "",
+            ]
     if plot is not None:
         parts += [f"![kNN top-1 per epoch]({plot.name})", ""]
     if figures:

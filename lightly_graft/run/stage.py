@@ -13,6 +13,7 @@ format); the next stage grafts from it.
 from __future__ import annotations
 
 import importlib.util
+import json
 import signal
 import sys
 import time
@@ -31,8 +32,8 @@ from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities import rank_zero_only
 
-from lightly_graft.errors import CheckpointError
-from lightly_graft.files import save_atomic
+from lightly_graft.errors import CheckpointError, GraftError
+from lightly_graft.files import save_atomic, write_atomic
 from lightly_graft.recipes.loader import save_recipe
 from lightly_graft.recipes.schema import PREVIOUS, Recipe, StageConfig
 from lightly_graft.run.build import (
@@ -213,10 +214,17 @@ class StageRunner:
             print(f"stage '{stage.name}': finished earlier, skipped (--resume)")
             history = read_knn_history(stage_dir)
             summary = StageSummary(
-                stage.name, stage.method, stage.epochs, float(done["seconds"]), history
+                stage.name,
+                stage.method,
+                stage.epochs,
+                float(done["seconds"]),
+                history,
+                int(done.get("unreadable_images", 0)),
             )
             return summary, encoder
         start = time.perf_counter()
+        # Chosen (and checked) before anything is written into the stage folder.
+        resume = self.run_dir.resume_checkpoint(stage.name)
         if is_global_zero():
             stage_dir.mkdir(parents=True, exist_ok=True)
             save_recipe(self.recipe, stage_dir / RECIPE, derived=self.derived)
@@ -226,16 +234,28 @@ class StageRunner:
         if datamodule is None:
             datamodule = build_datamodule(self.recipe, stage)
             datamodule.setup()
+        datamodule.unreadable_log = stage_dir / UNREADABLE
         extra = callbacks(stage, stage_dir, datamodule)
         source = self.graft_source(index, stage, encoders)
+        grafting = None
         if source is not None:
-            extra.insert(0, build_grafting(stage, *source))
-        resume = self.run_dir.resume_checkpoint(stage.name)
+            grafting = build_grafting(stage, *source)
+            extra.insert(0, grafting)
         batches = batches_per_epoch(stage, datamodule)
         trainer = self.trainer(stage, stage_dir, extra, batches)
         print(f"stage '{stage.name}' ({stage.method}): training in {stage_dir}")
-        fit(trainer, method, datamodule, resume, stage_dir)
+        try:
+            fit(trainer, method, datamodule, resume, stage_dir)
+        finally:
+            if grafting is not None and grafting.report is not None:
+                write_graft_report(stage_dir, grafting.report.to_dict())
         seconds = time.perf_counter() - start
+        skipped = count_unreadable(stage_dir)
+        if skipped and is_global_zero():
+            print(
+                f"stage '{stage.name}': {skipped} unreadable images skipped "
+                f"(data.skip_unreadable), listed in {stage_dir / UNREADABLE}"
+            )
         check_finite(
             method,
             stage=stage.name,
@@ -248,14 +268,34 @@ class StageRunner:
                 "encoder": ENCODER,
                 "seconds": seconds,
                 "epochs": trainer.current_epoch,
+                "unreadable_images": skipped,
             }
             self.run_dir.mark_done(stage.name, info)
         # The other ranks graft the next stage from rank 0's encoder.pt.
         trainer.strategy.barrier("encoder saved")
         history = read_knn_history(stage_dir)
-        return StageSummary(
-            stage.name, stage.method, stage.epochs, seconds, history
-        ), encoder
+        summary = StageSummary(
+            stage.name, stage.method, stage.epochs, seconds, history, skipped
+        )
+        return summary, encoder
+
+
+GRAFT_REPORT = "graft_report.json"
+UNREADABLE = "unreadable.txt"
+
+
+def count_unreadable(stage_dir: Path) -> int:
+    """Distinct images skipped as unreadable in a stage (``unreadable.txt``)."""
+    path = stage_dir / UNREADABLE
+    if not path.is_file():
+        return 0
+    return len({line for line in path.read_text().splitlines() if line})
+
+
+def write_graft_report(stage_dir: Path, report: dict[str, Any]) -> None:
+    """``graft_report.json``: what the stage's graft loaded, missed and skipped."""
+    if is_global_zero():
+        write_atomic(stage_dir / GRAFT_REPORT, json.dumps(report, indent=1) + "\n")
 
 
 def batches_per_epoch(stage: StageConfig, datamodule: Any) -> int:
@@ -292,6 +332,16 @@ def fit(
             for message in _EXPECTED_WARNINGS:
                 warnings.filterwarnings("ignore", message=message)
             trainer.fit(method, datamodule=datamodule, ckpt_path=checkpoint)
+    except GraftError as error:
+        lines = str(error).strip().splitlines()
+        if len(lines) <= 1:
+            raise
+        # Raised in a DataLoader worker: torch re-raises it with the worker's
+        # traceback in the message; keep the last line, the error itself.
+        message = lines[-1].split(": ", 1)[-1]
+        raise type(error)(
+            f"{message} (the stage's checkpoint is kept in {stage_dir})"
+        ) from None
     except SystemExit:
         if not trainer.interrupted:
             raise
