@@ -35,7 +35,12 @@ from lightly_graft.run.build import build_datamodule, build_method
 from lightly_graft.run.checks import check_run
 from lightly_graft.run.floor import random_init_floor
 from lightly_graft.run.lock import DirectoryLock, check_directory
-from lightly_graft.run.report import KNNPoint, StageSummary, write_report
+from lightly_graft.run.report import (
+    KNNPoint,
+    StageSummary,
+    read_knn_history,
+    write_report,
+)
 from lightly_graft.run.run_dir import RECIPE, RunDirectory
 from lightly_graft.run.stage import StageRunner, is_global_zero
 from lightly_graft.training.checkpoints import export_timm, load_backbone
@@ -166,9 +171,39 @@ def run_pipeline(plan: RunPlan, *, progress_bar: bool = True) -> RunSummary:
             raise
 
 
+def _finished(plan: RunPlan) -> RunSummary | None:
+    """The summary of a run that an earlier session finished, or None."""
+    recipe, root = plan.recipe, plan.run_dir.root
+    done = [plan.run_dir.done(stage.name) for stage in recipe.stages]
+    report, backbone = root / "report.md", root / "backbone.pt"
+    if not (report.is_file() and backbone.is_file()) or any(d is None for d in done):
+        return None
+    print(
+        f"run '{root}' finished earlier (every stage done, {report.name} written): "
+        "nothing to do; nothing was changed"
+    )
+    stages = tuple(
+        StageSummary(
+            stage.name,
+            stage.method,
+            stage.epochs,
+            float(info["seconds"]),
+            read_knn_history(plan.run_dir.stage_dir(stage.name)),
+            int(info.get("unreadable_images", 0)),
+        )
+        for stage, info in zip(recipe.stages, done, strict=True)
+        if info is not None
+    )
+    seconds = sum(stage.seconds for stage in stages)
+    return RunSummary(root, report, backbone, None, stages, seconds)
+
+
 def _run_stages(plan: RunPlan, *, progress_bar: bool) -> RunSummary:
     start = time.perf_counter()
     recipe, run_dir = plan.recipe, plan.run_dir
+    finished = _finished(plan) if plan.resume else None
+    if finished is not None:
+        return finished
     if is_global_zero():
         run_dir.root.mkdir(parents=True, exist_ok=True)
         save_recipe(recipe, run_dir.root / RECIPE, derived=plan.derived)
@@ -209,7 +244,8 @@ def _run_stages(plan: RunPlan, *, progress_bar: bool) -> RunSummary:
             stages=summaries,
             recipe_yaml=plan.resolved_yaml,
             knn_setup=_knn_setup(recipe, first_data),
-            seconds=time.perf_counter() - start,
+            seconds=time.perf_counter() - start + runner.earlier_seconds,
             figures=_analyses(recipe, root, encoders),
         )
-    return dataclasses.replace(summary, seconds=time.perf_counter() - start)
+    total = time.perf_counter() - start + runner.earlier_seconds
+    return dataclasses.replace(summary, seconds=total)

@@ -155,7 +155,8 @@ def write_report(
     if description:
         parts += [description.strip(), ""]
     parts += [
-        f"Total wall time: {_minutes(seconds)} (including the random-init floor "
+        f"Total wall time: {_minutes(seconds)} over every session of the run "
+        "(including the random-init floor "
         "and every kNN evaluation).",
         "",
         "## kNN accuracy",

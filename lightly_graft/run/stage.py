@@ -95,6 +95,24 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         save_atomic(checkpoint, path)
 
 
+class StageClock(pl.Callback):
+    """The stage's training time over every session: saved in each checkpoint
+    (Lightning's callback state) and restored on ``--resume``."""
+
+    def __init__(self) -> None:
+        self.before = 0.0  # seconds of earlier sessions, up to their checkpoint
+        self.start = time.perf_counter()
+
+    def seconds(self) -> float:
+        return self.before + time.perf_counter() - self.start
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seconds": self.seconds()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.before = float(state_dict.get("seconds", 0.0))
+
+
 def callbacks(
     stage: StageConfig, stage_dir: Path, datamodule: Any
 ) -> list[pl.Callback]:
@@ -138,6 +156,9 @@ class StageRunner:
     run_dir: RunDirectory
     derived: dict[str, Any]
     progress_bar: bool = True
+    #: Seconds that earlier sessions spent on the stages run so far (finished
+    #: stages skipped, and a resumed stage up to its checkpoint).
+    earlier_seconds: float = 0.0
 
     def graft_source(
         self, index: int, stage: StageConfig, encoders: dict[str, Path]
@@ -212,6 +233,7 @@ class StageRunner:
                 )
         if done is not None:
             print(f"stage '{stage.name}': finished earlier, skipped (--resume)")
+            self.earlier_seconds += float(done["seconds"])
             history = read_knn_history(stage_dir)
             summary = StageSummary(
                 stage.name,
@@ -222,7 +244,7 @@ class StageRunner:
                 int(done.get("unreadable_images", 0)),
             )
             return summary, encoder
-        start = time.perf_counter()
+        clock = StageClock()
         # Chosen (and checked) before anything is written into the stage folder.
         resume = self.run_dir.resume_checkpoint(stage.name)
         if is_global_zero():
@@ -235,7 +257,7 @@ class StageRunner:
             datamodule = build_datamodule(self.recipe, stage)
             datamodule.setup()
         datamodule.unreadable_log = stage_dir / UNREADABLE
-        extra = callbacks(stage, stage_dir, datamodule)
+        extra = [clock, *callbacks(stage, stage_dir, datamodule)]
         source = self.graft_source(index, stage, encoders)
         grafting = None
         if source is not None:
@@ -249,7 +271,8 @@ class StageRunner:
         finally:
             if grafting is not None and grafting.report is not None:
                 write_graft_report(stage_dir, grafting.report.to_dict())
-        seconds = time.perf_counter() - start
+        seconds = clock.seconds()
+        self.earlier_seconds += clock.before
         skipped = count_unreadable(stage_dir)
         if skipped and is_global_zero():
             print(

@@ -157,3 +157,77 @@ def test_write_atomic__interrupted_before_rename_leaves_the_old_file(
     assert target.read_text() == "old\n"
     assert torch.equal(torch.load(ckpt)["w"], torch.ones(2))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["done.json", "last.ckpt"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny run (kNN on) and its recipe, in one folder."""
+    root = tmp_path_factory.mktemp("finished")
+    recipe = write_tiny_recipe(root, knn=True)
+    assert main(["train", str(recipe), "--output", str(root / "run")]) == 0
+    return root
+
+
+def _copy_run(finished: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    shutil.copytree(finished / "run", tmp_path / "run")
+    return tmp_path / "run"
+
+
+def _unfinish(run: Path, stage: str) -> None:
+    (run / stage / "done.json").unlink()
+    (run / stage / "encoder.pt").unlink()
+    for name in ("backbone.pt", "report.md"):
+        (run / name).unlink()
+
+
+def test_resume__corrupt_newest_checkpoint_falls_back_to_the_previous(
+    finished: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _copy_run(finished, tmp_path)
+    _unfinish(run, "cl")
+    last = run / "cl" / "last.ckpt"
+    torn = run / "cl" / "on_exception.ckpt"
+    torn.write_bytes(last.read_bytes()[:1000])  # newer than last.ckpt, truncated
+    argv = ["train", str(finished / "tiny.yaml"), "--output", str(run), "--resume"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"{torn} is unreadable" in out and f"resuming from {last} instead" in out
+    assert (run / "backbone.pt").is_file()
+
+
+def test_resume__corrupt_done_json_resumes_the_stage_from_its_checkpoint(
+    finished: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _copy_run(finished, tmp_path)
+    (run / "cl" / "done.json").write_text('{"seconds": 1')  # torn by the old code
+    argv = ["train", str(finished / "tiny.yaml"), "--output", str(run), "--resume"]
+    assert main(argv) == 0
+    assert "is corrupt" in capsys.readouterr().out
+    assert '"seconds"' in (run / "cl" / "done.json").read_text()
+
+
+def test_resume__times_and_knn_rows_add_up_over_sessions(
+    finished: Path, tmp_path: Path
+) -> None:
+    import json
+
+    from lightly_graft.run.report import read_knn_history
+
+    run = _copy_run(finished, tmp_path)
+    first = json.loads((run / "cl" / "done.json").read_text())["seconds"]
+    knn_before = read_knn_history(run / "cl")
+    _unfinish(run, "cl")
+    saved = torch.load(run / "cl" / "last.ckpt", weights_only=False)
+    clock = next(v for k, v in saved["callbacks"].items() if "StageClock" in k)
+    assert 0 < clock["seconds"] <= first
+    argv = ["train", str(finished / "tiny.yaml"), "--output", str(run), "--resume"]
+    assert main(argv) == 0
+    again = json.loads((run / "cl" / "done.json").read_text())["seconds"]
+    assert again >= clock["seconds"]
+    assert read_knn_history(run / "cl") == knn_before
+    assert [p.epoch for p in knn_before] == [1, 2]
+    report = (run / "report.md").read_text()
+    assert "Total wall time: 0 s" not in report
+    assert report.count("| cl | grafted_moco |") == 1
