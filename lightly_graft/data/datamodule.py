@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from lightly_graft.data.batched_views import BatchedViews
 from lightly_graft.data.datasets import open_dataset
+from lightly_graft.data.sampler import EpochShuffle
 from lightly_graft.errors import DataError
 
 
@@ -117,6 +118,8 @@ class SSLDataModule(pl.LightningDataModule):
         self.unreadable_log: Path | None = None
         self.seed = seed
         self.train_set: Dataset | None = None
+        #: The training order (seeded per epoch; a resume fast-forwards it).
+        self.train_sampler: EpochShuffle | None = None
         self.bank_set: Dataset | None = None
         self.query_set: Dataset | None = None
 
@@ -153,13 +156,22 @@ class SSLDataModule(pl.LightningDataModule):
         inner = getattr(dataset, "dataset", dataset)  # through a Subset
         if hasattr(inner, "unreadable_log"):
             inner.unreadable_log = self.unreadable_log
+        sampler = None
+        generator = None
+        if train:
+            if self.train_sampler is None:
+                self.train_sampler = EpochShuffle(len(dataset), self.seed)  # type: ignore[arg-type]
+            sampler = self.train_sampler
+            # Worker seeds from the loader's own generator, not the global RNG.
+            generator = torch.Generator().manual_seed(self.seed)
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            sampler=sampler,
             drop_last=train,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0 and train,
+            generator=generator,
         )
 
     def training_views(self, batch: Sequence[Any]) -> list[Any]:
@@ -187,6 +199,14 @@ class SSLDataModule(pl.LightningDataModule):
         if self.batch_transform is not None and "batch_views" in state_dict:
             self.batch_transform.load_state_dict(state_dict["batch_views"])
             self._views_seeded = True
+
+    def resume_at(self, epoch: int, samples: int) -> None:
+        """The next training iteration starts epoch ``epoch``'s order at sample
+        ``samples`` (a resumed run; see :class:`EpochShuffle`)."""
+        self.setup()
+        if self.train_sampler is None:
+            self.train_sampler = EpochShuffle(len(self.train_set), self.seed)  # type: ignore[arg-type]
+        self.train_sampler.fast_forward(epoch, samples)
 
     def train_dataloader(self) -> DataLoader:
         self.setup()

@@ -47,6 +47,7 @@ from lightly_graft.run.run_dir import DONE, RECIPE, RunDirectory
 from lightly_graft.training.checkpoints import save_backbone
 from lightly_graft.training.divergence import FiniteGuard, check_finite
 from lightly_graft.training.knn_monitor import KNNMonitor
+from lightly_graft.training.resume_state import ResumeState
 
 ENCODER = "encoder.pt"
 # Lightning warnings that this layout triggers on purpose: the stage folder
@@ -257,7 +258,12 @@ class StageRunner:
             datamodule = build_datamodule(self.recipe, stage)
             datamodule.setup()
         datamodule.unreadable_log = stage_dir / UNREADABLE
-        extra = [clock, *callbacks(stage, stage_dir, datamodule)]
+        # ResumeState first: its epoch-end snapshot precedes the checkpoint's.
+        extra = [
+            ResumeState(datamodule),
+            clock,
+            *callbacks(stage, stage_dir, datamodule),
+        ]
         source = self.graft_source(index, stage, encoders)
         grafting = None
         if source is not None:
