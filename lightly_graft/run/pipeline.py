@@ -178,6 +178,8 @@ def _finished(plan: RunPlan) -> RunSummary | None:
     report, backbone = root / "report.md", root / "backbone.pt"
     if not (report.is_file() and backbone.is_file()) or any(d is None for d in done):
         return None
+    for stage in recipe.stages:
+        print(f"stage '{stage.name}': finished earlier, skipped (--resume)")
     print(
         f"run '{root}' finished earlier (every stage done, {report.name} written): "
         "nothing to do; nothing was changed"
