@@ -15,6 +15,8 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from lightly_graft.files import atomic_path
+
 DPI = 150
 
 
@@ -32,7 +34,8 @@ def save_figure(figure: Figure, path: Path) -> Path:
     # Constrained layout places labels from the tick labels of the previous draw;
     # a first draw lets it settle (else long tick labels can overlap axis labels).
     figure.draw_without_rendering()
-    figure.savefig(path, dpi=DPI, format="png")
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=DPI, format="png")
     return path
 
 

@@ -461,7 +461,7 @@ def plot_conflict_during_training(
 
 def write_report(bench: Bench, *, figures: bool = True) -> Path:
     """Writes table.md, table.csv, results.json and the figures; returns table.md."""
-    from lightly_graft.bench.runner import _write_atomic
+    from lightly_graft.files import write_atomic
 
     collected = collect(bench)
     root = bench.root
@@ -493,9 +493,9 @@ def write_report(bench: Bench, *, figures: bool = True) -> Path:
     if claims:
         text += ["## The paper's claims", "", claims_markdown(claims), ""]
     text += [f"![{p.stem}](figures/{p.relative_to(root / 'figures')})" for p in pngs]
-    _write_atomic(root / "table.md", "\n".join(text) + "\n")
-    _write_atomic(root / "table.csv", table_csv(collected))
-    _write_atomic(
+    write_atomic(root / "table.md", "\n".join(text) + "\n")
+    write_atomic(root / "table.csv", table_csv(collected))
+    write_atomic(
         root / "results.json",
         json.dumps(
             {**collected, "claims": claims, "slopes": slopes}, indent=1, default=float

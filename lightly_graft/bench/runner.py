@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import time
@@ -38,9 +37,13 @@ from lightly_graft.bench.budget import StageCost, count_stage, match_steps, tota
 from lightly_graft.bench.evaluate import evaluate, finite
 from lightly_graft.bench.suite import Arm, Suite, dependencies, load_suite
 from lightly_graft.errors import GraftError, RecipeError
+from lightly_graft.files import write_atomic
 from lightly_graft.recipes.loader import recipe_from_tree
 from lightly_graft.recipes.yaml_io import dump_yaml, read_yaml
+from lightly_graft.run.lock import LOCK, DirectoryLock
+from lightly_graft.run.report import StageSummary
 from lightly_graft.run.run_dir import differing_keys
+from lightly_graft.training.divergence import DivergenceError
 
 SUITE = "suite.yaml"
 LR_KEYS = ("base_lr", "stage_lrs", "head_lr")
@@ -74,17 +77,6 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = copy.deepcopy(value)
     return out
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Writes a file by temporary file, fsync and rename: never half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def resolve_arms(
@@ -296,7 +288,7 @@ class Bench:
                     "arm": arm.name,
                     "stage": stage.get("name"),
                 }
-                _write_atomic(
+                write_atomic(
                     self.root / "costs.json", json.dumps(self.costs, indent=1) + "\n"
                 )
             saved = self.costs[key]
@@ -331,7 +323,7 @@ class Bench:
         return any(runs.glob(f"{arm}/seed*")) or any(runs.glob(f"{arm}@lr*/seed*"))
 
     def _save_determining(self, plain: dict[str, Any]) -> None:
-        _write_atomic(
+        write_atomic(
             self.root / SUITE,
             dump_yaml(
                 plain,
@@ -388,7 +380,7 @@ class Bench:
                 )
             if plain != saved:  # arms not yet run changed or were added
                 self._save_determining(plain)
-        elif self.root.exists() and any(self.root.iterdir()):
+        elif self.root.exists() and any(p.name != LOCK for p in self.root.iterdir()):
             raise BenchExistsError(
                 f"'{self.root}' exists and is not a bench directory (no {SUITE}): "
                 "give another --output"
@@ -421,51 +413,26 @@ class Bench:
     def _train_and_evaluate(self, job: Job) -> dict[str, Any]:
         from lightly_graft.run.pipeline import prepare_run, run_pipeline
 
-        arm = self.suite.arm(job.arm)
         tree = self.tree(job)
         run_dir = self.run_dir(job)
         recipe_path = self.root / "runs" / job.key / f"seed{job.seed}.yaml"
-        _write_atomic(
+        write_atomic(
             recipe_path,
             dump_yaml(tree, header=f"Recipe of {job} (lightly-graft bench)."),
         )
         start = time.perf_counter()
         print(f"bench: {job}: training in {run_dir}", flush=True)
         plan = prepare_run(recipe_path, output=run_dir, resume=run_dir.exists())
-        summary = run_pipeline(plan, progress_bar=self.progress_bar)
+        try:
+            summary = run_pipeline(plan, progress_bar=self.progress_bar)
+        except DivergenceError as error:
+            return self._record_diverged(job, error, time.perf_counter() - start)
         train_seconds = time.perf_counter() - start
         from lightly_graft.training.checkpoints import load_backbone
 
         last = plan.recipe.stages[-1].name
         vit, _ = load_backbone(run_dir / last / "encoder.pt", "lightly_graft")
-        stages = tree["stages"]
-        costs = self.stage_costs(arm)
-        flops = total_flops(self.own_stages(arm), costs)
-        record: dict[str, Any] = {
-            "arm": job.arm,
-            "seed": job.seed,
-            "lr_scale": job.scale,
-            "stages": [
-                {
-                    "name": s["name"],
-                    "method": s["method"],
-                    "epochs": s["epochs"],
-                    "limit_train_batches": s.get("limit_train_batches"),
-                    "flops_per_step": c.flops_per_step,
-                    "steps": c.steps(int(s["epochs"]), s.get("limit_train_batches")),
-                    "flops": f,
-                    "seconds": st.seconds,
-                    "knn_curve": [[p.epoch, p.top1] for p in st.history],
-                }
-                for s, c, f, st in zip(
-                    stages, costs, flops, summary.stages, strict=True
-                )
-            ],
-            "flops": sum(flops) + self.step_i_flops(arm),
-            "own_flops": sum(flops),
-            "train_seconds": train_seconds,
-            "commit": _commit(),
-        }
+        record = self._record(job, tree, summary.stages, train_seconds)
         stats = plan.recipe.data.normalize
         normalize = {"mean": list(stats.mean), "std": list(stats.std)}  # type: ignore[union-attr]
         if not finite(vit):
@@ -495,7 +462,63 @@ class Bench:
                 eval_details=evaluated["details"],
                 eval_seconds=evaluated["seconds"],
             )
-        _write_atomic(self.result_path(job), json.dumps(record, indent=1) + "\n")
+        write_atomic(self.result_path(job), json.dumps(record, indent=1) + "\n")
+        return record
+
+    def _record(
+        self,
+        job: Job,
+        tree: dict[str, Any],
+        summaries: Sequence[StageSummary] | None,
+        train_seconds: float,
+    ) -> dict[str, Any]:
+        """A job's result without its metrics; ``summaries`` None: it diverged."""
+        arm = self.suite.arm(job.arm)
+        stages = tree["stages"]
+        costs = self.stage_costs(arm)
+        flops = total_flops(self.own_stages(arm), costs)
+        return {
+            "arm": job.arm,
+            "seed": job.seed,
+            "lr_scale": job.scale,
+            "stages": [
+                {
+                    "name": s["name"],
+                    "method": s["method"],
+                    "epochs": s["epochs"],
+                    "limit_train_batches": s.get("limit_train_batches"),
+                    "flops_per_step": c.flops_per_step,
+                    "steps": c.steps(int(s["epochs"]), s.get("limit_train_batches")),
+                    "flops": f,
+                    "seconds": st.seconds if st is not None else 0.0,
+                    "knn_curve": (
+                        [[p.epoch, p.top1] for p in st.history]
+                        if st is not None
+                        else []
+                    ),
+                }
+                for s, c, f, st in zip(
+                    stages,
+                    costs,
+                    flops,
+                    summaries if summaries is not None else [None] * len(stages),
+                    strict=True,
+                )
+            ],
+            "flops": sum(flops) + self.step_i_flops(arm),
+            "own_flops": sum(flops),
+            "train_seconds": train_seconds,
+            "commit": _commit(),
+        }
+
+    def _record_diverged(
+        self, job: Job, error: DivergenceError, seconds: float
+    ) -> dict[str, Any]:
+        """The result of a job whose training stopped on a non-finite loss."""
+        record = self._record(job, self.tree(job), None, seconds)
+        record.update(diverged=True, metrics={}, eval_seconds=0.0)
+        print(f"bench: {job}: {error}; recorded as diverged", file=sys.stderr)
+        write_atomic(self.result_path(job), json.dumps(record, indent=1) + "\n")
         return record
 
     def _progress(
@@ -586,7 +609,20 @@ def run_suite(
     bench.check()
     if check_only:
         return root
-    bench.prepare(resume=resume)
+    with DirectoryLock(root, "bench directory"):
+        bench.prepare(resume=resume)
+        _run_jobs(bench, suite, only, seeds)
+        write_report(bench)
+    return root
+
+
+def _run_jobs(
+    bench: Bench,
+    suite: Suite,
+    only: Sequence[str] | None,
+    seeds: Sequence[int] | None,
+) -> None:
+    """Runs the LR sweeps, then every arm x seed (dependencies first)."""
     arms = _order(suite, only)
     all_seeds = sorted({s for a in arms for s in suite.seeds_of(a)})
     if seeds is not None:
@@ -623,8 +659,6 @@ def run_suite(
                     plan_total=jobs_flops,
                     plan_done=done,
                 )
-    write_report(bench)
-    return root
 
 
 def _choose(results: dict[float, dict[str, Any]], metric: str) -> float:

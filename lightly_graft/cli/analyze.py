@@ -107,7 +107,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from lightly_graft.analysis.run import run_analysis
+    from lightly_graft.run.lock import check_directory
 
+    check_directory(args.output, "analyze output directory")
     paths = run_analysis(
         args.kind,
         args.checkpoint,

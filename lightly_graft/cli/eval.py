@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lightly_graft.eval.protocols import PROTOCOLS, EvalSettings
+from lightly_graft.files import write_atomic
 from lightly_graft.training.checkpoints import FORMATS
 
 DEFAULTS = EvalSettings()
@@ -43,7 +44,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="architecture when the file does not store it and has no backbone.json: "
         'a timm name or JSON, e.g. \'{"name": "vit_tiny_patch16_224", "img_size": 32}\'',
     )
-    parser.add_argument("--output", type=Path, default=None, help="output directory")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="output directory (default: eval-<protocol> beside the checkpoint); "
+        "an earlier result in it is kept unless --overwrite",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier result (metrics.json) in --output",
+    )
     parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
     parser.add_argument("--num-workers", type=int, default=DEFAULTS.num_workers)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:i]")
@@ -103,8 +115,9 @@ def run(args: argparse.Namespace) -> int:
     from lightly_graft.training.devices import resolve_device
 
     _check_args(args)
-    vit, spec = load_backbone(args.checkpoint, args.format, spec=_model_spec(args))
     output = args.output or args.checkpoint.parent / f"eval-{args.protocol}"
+    _check_output(output, overwrite=args.overwrite)
+    vit, spec = load_backbone(args.checkpoint, args.format, spec=_model_spec(args))
     output.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     names = [f.name for f in dataclasses.fields(EvalSettings)]
@@ -120,12 +133,25 @@ def run(args: argparse.Namespace) -> int:
         "seconds": round(time.perf_counter() - start, 2),
         "metrics": metrics,
     }
-    (output / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_atomic(output / "metrics.json", json.dumps(record, indent=2) + "\n")
     table = _markdown(record)
-    (output / "metrics.md").write_text(table + "\n")
+    write_atomic(output / "metrics.md", table + "\n")
     print(table)
     print(f"\nwrote {output / 'metrics.json'} and {output / 'metrics.md'}")
     return 0
+
+
+def _check_output(output: Path, *, overwrite: bool) -> None:
+    """Refuses an unusable --output, or one holding an earlier result."""
+    from lightly_graft.errors import GraftError
+    from lightly_graft.run.lock import check_directory
+
+    check_directory(output, "eval output directory")
+    if (output / "metrics.json").exists() and not overwrite:
+        raise GraftError(
+            f"'{output / 'metrics.json'}' exists (an earlier eval); nothing was "
+            "overwritten: give another --output, or add --overwrite to replace it"
+        )
 
 
 def _check_args(args: argparse.Namespace) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -36,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from lightly_graft.data.batched_views import BatchedViews
 from lightly_graft.data.datasets import open_dataset
+from lightly_graft.data.sampler import EpochShuffle
 from lightly_graft.errors import DataError
 
 
@@ -70,6 +72,9 @@ class SSLDataModule(pl.LightningDataModule):
         knn_bank_size: Training images in the kNN bank (None = all).
         knn_query_size: Held-out images in the kNN query set (None = all).
         holdout_fraction: Held-out fraction for folders without ``val``/``test``.
+        skip_unreadable: Skip images that cannot be decoded instead of stopping
+            (their paths go to ``unreadable_log`` when set); default: stop with
+            a :class:`DataError` naming the file.
         online_eval: Whether ``val_dataloader`` gives the query set (for the
             methods' online linear classifier) or nothing.
         seed: Seeds the subsets and the held-out draw.
@@ -89,6 +94,7 @@ class SSLDataModule(pl.LightningDataModule):
         knn_query_size: int | None = 2_000,
         holdout_fraction: float = 0.1,
         online_eval: bool = False,
+        skip_unreadable: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -107,8 +113,13 @@ class SSLDataModule(pl.LightningDataModule):
         self.knn_query_size = knn_query_size
         self.holdout_fraction = holdout_fraction
         self.online_eval = online_eval
+        self.skip_unreadable = skip_unreadable
+        #: Where skipped image paths are appended (set by the run, per stage).
+        self.unreadable_log: Path | None = None
         self.seed = seed
         self.train_set: Dataset | None = None
+        #: The training order (seeded per epoch; a resume fast-forwards it).
+        self.train_sampler: EpochShuffle | None = None
         self.bank_set: Dataset | None = None
         self.query_set: Dataset | None = None
 
@@ -119,6 +130,7 @@ class SSLDataModule(pl.LightningDataModule):
             transform=transform,
             holdout_fraction=self.holdout_fraction,
             seed=self.seed,
+            skip_unreadable=self.skip_unreadable,
         )
 
     def setup(self, stage: str | None = None) -> None:
@@ -141,13 +153,25 @@ class SSLDataModule(pl.LightningDataModule):
 
     def _loader(self, dataset: Dataset | None, *, train: bool) -> DataLoader:
         assert dataset is not None, "setup() builds the datasets first"
+        inner = getattr(dataset, "dataset", dataset)  # through a Subset
+        if hasattr(inner, "unreadable_log"):
+            inner.unreadable_log = self.unreadable_log
+        sampler = None
+        generator = None
+        if train:
+            if self.train_sampler is None:
+                self.train_sampler = EpochShuffle(len(dataset), self.seed)  # type: ignore[arg-type]
+            sampler = self.train_sampler
+            # Worker seeds from the loader's own generator, not the global RNG.
+            generator = torch.Generator().manual_seed(self.seed)
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            sampler=sampler,
             drop_last=train,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0 and train,
+            generator=generator,
         )
 
     def training_views(self, batch: Sequence[Any]) -> list[Any]:
@@ -175,6 +199,14 @@ class SSLDataModule(pl.LightningDataModule):
         if self.batch_transform is not None and "batch_views" in state_dict:
             self.batch_transform.load_state_dict(state_dict["batch_views"])
             self._views_seeded = True
+
+    def resume_at(self, epoch: int, samples: int) -> None:
+        """The next training iteration starts epoch ``epoch``'s order at sample
+        ``samples`` (a resumed run; see :class:`EpochShuffle`)."""
+        self.setup()
+        if self.train_sampler is None:
+            self.train_sampler = EpochShuffle(len(self.train_set), self.seed)  # type: ignore[arg-type]
+        self.train_sampler.fast_forward(epoch, samples)
 
     def train_dataloader(self) -> DataLoader:
         self.setup()

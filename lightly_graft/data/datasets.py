@@ -28,6 +28,7 @@ def open_dataset(
     transform: Callable[[Image.Image], Any] | None = None,
     holdout_fraction: float = 0.1,
     seed: int = 0,
+    skip_unreadable: bool = False,
 ) -> Dataset:
     """Opens the training or held-out split named by a data spec.
 
@@ -38,6 +39,7 @@ def open_dataset(
         holdout_fraction: For a directory without ``val/``/``test/``: the fraction
             of its images held out.
         seed: Seeds that held-out draw.
+        skip_unreadable: Skip images that cannot be decoded (ImageFolder only).
 
     Returns:
         A dataset of ``(image, label)`` with a ``classes`` attribute (names) and
@@ -54,6 +56,7 @@ def open_dataset(
         transform=transform,
         holdout_fraction=holdout_fraction,
         seed=seed,
+        skip_unreadable=skip_unreadable,
     )
 
 

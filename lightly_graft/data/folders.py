@@ -30,6 +30,9 @@ from lightly_graft.errors import DataError
 HELD_OUT_NAMES = ("val", "test")
 
 
+UNREADABLE_HINT = "set data.skip_unreadable: true to skip unreadable images"
+
+
 class LabelledImages(Dataset):
     """A list of ``(image file, label)`` as ``(PIL RGB image, label)`` pairs.
 
@@ -37,6 +40,9 @@ class LabelledImages(Dataset):
         samples: ``(path, class index)`` pairs.
         classes: Class names; ``classes[label]`` names a sample's class.
         transform: Applied to the PIL image.
+        skip_unreadable: An image that cannot be decoded is replaced by the next
+            readable one (and its path appended to ``unreadable_log`` if set)
+            instead of raising :class:`DataError`.
     """
 
     def __init__(
@@ -44,10 +50,30 @@ class LabelledImages(Dataset):
         samples: list[tuple[str, int]],
         classes: list[str],
         transform: Callable[[Image.Image], Any] | None = None,
+        skip_unreadable: bool = False,
     ) -> None:
         self.samples = samples
         self.classes = classes
         self.transform = transform
+        self.skip_unreadable = skip_unreadable
+        #: File that skipped paths are appended to (one per line; workers too).
+        self.unreadable_log: Path | None = None
+
+    def _load(self, index: int) -> tuple[Image.Image, int]:
+        for offset in range(len(self.samples)):
+            path, label = self.samples[(index + offset) % len(self.samples)]
+            try:
+                return default_loader(path), label  # PIL, converted to RGB
+            except (OSError, ValueError, SyntaxError) as error:
+                if not self.skip_unreadable:
+                    raise DataError(
+                        f"image '{path}' cannot be read ({type(error).__name__}); "
+                        f"repair or remove it, or {UNREADABLE_HINT}"
+                    ) from None
+                if self.unreadable_log is not None:
+                    with open(self.unreadable_log, "a", encoding="utf-8") as log:
+                        log.write(f"{path}\n")
+        raise DataError(f"no image of the dataset can be read; {UNREADABLE_HINT}")
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -57,8 +83,7 @@ class LabelledImages(Dataset):
         return [label for _, label in self.samples]
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
-        path, label = self.samples[index]
-        image = default_loader(path)  # PIL, converted to RGB
+        image, label = self._load(index)
         if self.transform is not None:
             image = self.transform(image)
         return image, label
@@ -102,6 +127,7 @@ def open_image_folder(
     transform: Callable[[Image.Image], Any] | None = None,
     holdout_fraction: float = 0.1,
     seed: int = 0,
+    skip_unreadable: bool = False,
 ) -> LabelledImages:
     """Opens one split of a labelled image directory (layouts: module docstring).
 
@@ -112,6 +138,7 @@ def open_image_folder(
         holdout_fraction: Fraction of the training images held out when the
             directory has no ``val``/``test`` folder.
         seed: Seeds the held-out draw (the same seed gives disjoint splits).
+        skip_unreadable: See :class:`LabelledImages`.
 
     Raises:
         DataError: Missing directory, no class folders, or no images.
@@ -140,14 +167,14 @@ def open_image_folder(
         )
     if held_out_root is not None:
         if train:
-            return LabelledImages(samples, classes, transform)
+            return LabelledImages(samples, classes, transform, skip_unreadable)
         held_out = _samples(held_out_root, classes)
         if not held_out:
             raise DataError(
                 f"held-out folder '{held_out_root}' has no images in class folders "
                 f"named like the training classes ({', '.join(classes[:5])}...)"
             )
-        return LabelledImages(held_out, classes, transform)
+        return LabelledImages(held_out, classes, transform, skip_unreadable)
     if not 0.0 < holdout_fraction < 1.0 or len(samples) < 2:
         raise DataError(
             f"data path '{directory}' has no val/ or test/ folder, so a fraction of "
@@ -156,4 +183,4 @@ def open_image_folder(
         )
     held = _held_out_indices(len(samples), holdout_fraction, seed)
     chosen = [s for i, s in enumerate(samples) if (i in held) != train]
-    return LabelledImages(chosen, classes, transform)
+    return LabelledImages(chosen, classes, transform, skip_unreadable)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lightly_graft.errors import DataError
 from lightly_graft.functional.knn import Backend
 
 if TYPE_CHECKING:
@@ -202,6 +203,11 @@ def _datasets(settings: EvalSettings, vit: Any, *, augment: bool) -> tuple:
         settings.data, train=False, transform=test_transform, seed=settings.seed
     )
     num_classes = len(train.classes)  # type: ignore[attr-defined]
+    if num_classes < 2:
+        raise DataError(
+            f"'{settings.data}' has {num_classes} class: every protocol's accuracy "
+            "would be meaningless (100%); give a dataset with at least 2 classes"
+        )
     return (
         seeded_subset(train, settings.limit_train, settings.seed),
         seeded_subset(test, settings.limit_test, settings.seed),

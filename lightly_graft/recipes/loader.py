@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from lightly_graft.errors import RecipeError
+from lightly_graft.files import write_atomic
 from lightly_graft.recipes.backbone_check import check_backbone
 from lightly_graft.recipes.methods import check_methods
 from lightly_graft.recipes.overrides import apply_overrides
@@ -140,7 +141,4 @@ def save_recipe(
     recipe: Recipe, path: str | Path, *, derived: dict[str, Any] | None = None
 ) -> Path:
     """Writes the recipe as YAML to ``path``; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(recipe_to_yaml(recipe, derived=derived), encoding="utf-8")
-    return path
+    return write_atomic(path, recipe_to_yaml(recipe, derived=derived))

@@ -165,6 +165,11 @@ class DataConfig(Section):
     num_workers: NonNegativeInt = doc(
         "DataLoader worker processes (0: the training process).", _data("num_workers")
     )
+    skip_unreadable: bool = doc(
+        "Skip images that cannot be decoded (counted, listed in the stage's "
+        "unreadable.txt and the report) instead of stopping with the file's name.",
+        _data("skip_unreadable"),
+    )
 
 
 class BackboneConfig(Section):  # type: ignore[no-redef]  # pydantic.mypy: field kwargs

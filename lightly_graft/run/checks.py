@@ -35,7 +35,7 @@ from lightly_graft.run.build import (
     train_transform,
 )
 from lightly_graft.training.checkpoints import describe_mismatch, load_encoder_state
-from lightly_graft.training.grafting import match_graft
+from lightly_graft.training.grafting import match_graft, nothing_fits_error
 
 
 def data_problems(path: str | None) -> Iterator[str]:
@@ -136,6 +136,8 @@ def check_graft_checkpoints(recipe: Recipe, *, source: str) -> None:
         report = match_graft(
             state, target, depth, blocks, blocks == depth, graft.checkpoint
         )
+        if report.loads_nothing:
+            raise CheckpointError(f"{where}: {nothing_fits_error(report)}")
         if not report.is_complete and not graft.allow_partial:
             raise CheckpointError(
                 f"{where}: "
@@ -149,8 +151,73 @@ def check_graft_checkpoints(recipe: Recipe, *, source: str) -> None:
             )
 
 
+def hardware_problems(recipe: Recipe) -> Iterator[tuple[str, str]]:
+    """``(key, problem)`` for an accelerator or device count this machine lacks."""
+    accelerator, devices = recipe.accelerator, recipe.devices
+    cuda = torch.cuda.is_available()
+    if accelerator in ("gpu", "cuda") and not cuda:
+        yield (
+            "accelerator",
+            (
+                f"'{accelerator}' but this machine has no CUDA GPU: use --accelerator "
+                "cpu (or auto)"
+            ),
+        )
+        return
+    if accelerator == "mps" and not torch.backends.mps.is_available():
+        yield "accelerator", "'mps' is not available here: use --accelerator cpu"
+        return
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and cuda)
+    if on_gpu and devices > torch.cuda.device_count():
+        yield (
+            "devices",
+            (
+                f"{devices} but this machine has {torch.cuda.device_count()} GPU(s): "
+                "give --devices N with N at most that"
+            ),
+        )
+    elif not on_gpu and accelerator != "mps" and devices > (os.cpu_count() or 1):
+        yield (
+            "devices",
+            (
+                f"{devices} CPU processes but this machine has {os.cpu_count()} cores: "
+                "give --devices 1 (one process uses every core)"
+            ),
+        )
+
+
+def class_problems(recipe: Recipe) -> Iterator[tuple[str, str]]:
+    """A dataset with one class makes kNN accuracy meaningless (always 100%)."""
+    path = recipe.data.path
+    uses_knn = recipe.random_init_knn or any(
+        s.knn.every_n_epochs > 0 for s in recipe.stages
+    )
+    if not uses_knn or path in (None, DEFAULT):
+        return
+    directory = Path(path).expanduser()
+    if not directory.is_dir():
+        return
+    train_root, _, skip = split_layout(directory)
+    classes = [
+        p.name for p in train_root.iterdir() if p.is_dir() and p.name not in skip
+    ]
+    if len(classes) == 1:
+        yield (
+            "data.path",
+            (
+                f"'{path}' has one class ('{classes[0]}'): kNN accuracy would be 100% "
+                "whatever the model; add class folders, or turn kNN off "
+                "(random_init_knn: false, knn.every_n_epochs: 0)"
+            ),
+        )
+
+
 def check_run(recipe: Recipe, *, source: str) -> None:
     """Runs every check of the module docstring, cheapest first."""
+    problems = [*hardware_problems(recipe), *class_problems(recipe)]
+    if problems:
+        key, problem = problems[0]
+        raise RecipeError(f"{source}: {key}: {problem}")
     check_inputs(recipe, source=source)
     check_stages_build(recipe, source=source)
     check_graft_checkpoints(recipe, source=source)

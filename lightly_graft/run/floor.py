@@ -15,6 +15,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
+from lightly_graft.files import write_atomic
 from lightly_graft.recipes.schema import Recipe
 from lightly_graft.run.build import build_method
 from lightly_graft.run.report import KNNPoint
@@ -59,5 +60,5 @@ def random_init_floor(
         f"random-init kNN floor: top-1 {100 * point.top1:.1f}%, top-5 "
         f"{100 * point.top5:.1f}% ({result['seconds']:.0f} s)"
     )
-    path.write_text(json.dumps({"top1": point.top1, "top5": point.top5}) + "\n")
+    write_atomic(path, json.dumps({"top1": point.top1, "top5": point.top5}) + "\n")
     return point

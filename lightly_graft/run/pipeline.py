@@ -34,7 +34,13 @@ from lightly_graft.recipes.schema import Recipe
 from lightly_graft.run.build import build_datamodule, build_method
 from lightly_graft.run.checks import check_run
 from lightly_graft.run.floor import random_init_floor
-from lightly_graft.run.report import KNNPoint, StageSummary, write_report
+from lightly_graft.run.lock import DirectoryLock, check_directory
+from lightly_graft.run.report import (
+    KNNPoint,
+    StageSummary,
+    read_knn_history,
+    write_report,
+)
 from lightly_graft.run.run_dir import RECIPE, RunDirectory
 from lightly_graft.run.stage import StageRunner, is_global_zero
 from lightly_graft.training.checkpoints import export_timm, load_backbone
@@ -87,6 +93,7 @@ def prepare_run(
     run_dir = RunDirectory(root)
     derived = {**derived_values(recipe), "from_library": from_library(loaded)}
     if not check_only and is_global_zero():
+        check_directory(root)
         # Under DDP, Lightning re-runs this command in the other ranks once rank 0
         # starts training; the folder is rank 0's by then.
         run_dir.prepare(to_plain(recipe), resume=resume)
@@ -139,9 +146,66 @@ def _knn_setup(recipe: Recipe, datamodule: Any) -> str:
 
 
 def run_pipeline(plan: RunPlan, *, progress_bar: bool = True) -> RunSummary:
-    """Trains every stage of a prepared run and writes the backbone and report."""
+    """Trains every stage of a prepared run and writes the backbone and report.
+
+    Rank 0 holds the run directory's lock (:class:`~lightly_graft.run.lock.DirectoryLock`)
+    throughout and re-applies the resume policy under it. If the run fails
+    before anything worth keeping was written (no checkpoint, no finished
+    stage), what it wrote is removed, so that the same command can be retried.
+
+    Raises:
+        DirectoryLockedError: Another live process is running in the directory.
+    """
+    if not is_global_zero():
+        return _run_stages(plan, progress_bar=progress_bar)
+    root = plan.run_dir.root
+    existed = root.exists()
+    with DirectoryLock(root) as lock:
+        plan.run_dir.prepare(to_plain(plan.recipe), resume=plan.resume)
+        fresh = not plan.run_dir.has_contents()
+        try:
+            return _run_stages(plan, progress_bar=progress_bar)
+        except BaseException:
+            if fresh and not plan.run_dir.holds_work():
+                plan.run_dir.clear(keep={lock.path.name}, remove_root=not existed)
+            raise
+
+
+def _finished(plan: RunPlan) -> RunSummary | None:
+    """The summary of a run that an earlier session finished, or None."""
+    recipe, root = plan.recipe, plan.run_dir.root
+    done = [plan.run_dir.done(stage.name) for stage in recipe.stages]
+    report, backbone = root / "report.md", root / "backbone.pt"
+    if not (report.is_file() and backbone.is_file()) or any(d is None for d in done):
+        return None
+    for stage in recipe.stages:
+        print(f"stage '{stage.name}': finished earlier, skipped (--resume)")
+    print(
+        f"run '{root}' finished earlier (every stage done, {report.name} written): "
+        "nothing to do; nothing was changed"
+    )
+    stages = tuple(
+        StageSummary(
+            stage.name,
+            stage.method,
+            stage.epochs,
+            float(info["seconds"]),
+            read_knn_history(plan.run_dir.stage_dir(stage.name)),
+            int(info.get("unreadable_images", 0)),
+        )
+        for stage, info in zip(recipe.stages, done, strict=True)
+        if info is not None
+    )
+    seconds = sum(stage.seconds for stage in stages)
+    return RunSummary(root, report, backbone, None, stages, seconds)
+
+
+def _run_stages(plan: RunPlan, *, progress_bar: bool) -> RunSummary:
     start = time.perf_counter()
     recipe, run_dir = plan.recipe, plan.run_dir
+    finished = _finished(plan) if plan.resume else None
+    if finished is not None:
+        return finished
     if is_global_zero():
         run_dir.root.mkdir(parents=True, exist_ok=True)
         save_recipe(recipe, run_dir.root / RECIPE, derived=plan.derived)
@@ -182,7 +246,8 @@ def run_pipeline(plan: RunPlan, *, progress_bar: bool = True) -> RunSummary:
             stages=summaries,
             recipe_yaml=plan.resolved_yaml,
             knn_setup=_knn_setup(recipe, first_data),
-            seconds=time.perf_counter() - start,
+            seconds=time.perf_counter() - start + runner.earlier_seconds,
             figures=_analyses(recipe, root, encoders),
         )
-    return dataclasses.replace(summary, seconds=time.perf_counter() - start)
+    total = time.perf_counter() - start + runner.earlier_seconds
+    return dataclasses.replace(summary, seconds=total)

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lightly_graft.files import write_atomic
+
 TOP1 = "knn/top1"
 TOP5 = "knn/top5"
 
@@ -36,6 +38,8 @@ class StageSummary:
     epochs: int
     seconds: float
     history: tuple[KNNPoint, ...] = field(default=())
+    #: Images skipped as unreadable (``data.skip_unreadable``).
+    unreadable: int = 0
 
     @property
     def final(self) -> KNNPoint | None:
@@ -151,7 +155,8 @@ def write_report(
     if description:
         parts += [description.strip(), ""]
     parts += [
-        f"Total wall time: {_minutes(seconds)} (including the random-init floor "
+        f"Total wall time: {_minutes(seconds)} over every session of the run "
+        "(including the random-init floor "
         "and every kNN evaluation).",
         "",
         "## kNN accuracy",
@@ -161,6 +166,13 @@ def write_report(
         knn_table(floor, stages),
         "",
     ]
+    for stage in stages:
+        if stage.unreadable:
+            parts += [
+                f"Stage `{stage.name}` skipped {stage.unreadable} unreadable images "
+                f"(`data.skip_unreadable`; listed in `{stage.name}/unreadable.txt`).",
+                "",
+            ]
     if plot is not None:
         parts += [f"![kNN top-1 per epoch]({plot.name})", ""]
     if figures:
@@ -198,5 +210,5 @@ def write_report(
         "",
     ]
     path = run_dir / "report.md"
-    path.write_text("\n".join(parts), encoding="utf-8")
+    write_atomic(path, "\n".join(parts))
     return path

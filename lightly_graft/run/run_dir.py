@@ -23,12 +23,15 @@ newest checkpoint (``last.ckpt`` or ``on_exception.ckpt``).
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lightly_graft.errors import GraftError
+from lightly_graft.errors import CheckpointError, GraftError
+from lightly_graft.files import write_atomic
 from lightly_graft.recipes.yaml_io import read_yaml
+from lightly_graft.run.lock import LOCK
 
 DONE = "done.json"
 RECIPE = "recipe.yaml"
@@ -37,6 +40,29 @@ RESUMABLE = ("last.ckpt", "on_exception.ckpt")
 
 class RunExistsError(GraftError):
     """The run directory exists and resuming was not asked for, or cannot be."""
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why a Lightning checkpoint of this run cannot be resumed from, or None."""
+    import torch
+
+    if path.stat().st_size == 0:
+        return "is empty (0 bytes)"
+    try:
+        # Our own file, written by Lightning (it holds more than tensors).
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # truncated files raise many types
+        return f"is unreadable ({type(error).__name__}: truncated or corrupt)"
+    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        return "is not a Lightning checkpoint (no state_dict)"
+    if not all(
+        bool(torch.isfinite(v).all())
+        for v in state.values()
+        if isinstance(v, torch.Tensor) and v.is_floating_point()
+    ):
+        return "has non-finite weights"
+    return None
 
 
 def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -69,26 +95,91 @@ class RunDirectory:
         return self.root / stage
 
     def done(self, stage: str) -> dict[str, Any] | None:
-        """The ``done.json`` of a finished stage, or None."""
+        """The ``done.json`` of a finished stage, or None (also when it is
+        unreadable: see ``done_problem``)."""
         path = self.stage_dir(stage) / DONE
-        return json.loads(path.read_text()) if path.is_file() else None
+        if not path.is_file() or self.done_problem(stage) is not None:
+            return None
+        return dict(json.loads(path.read_text()))
+
+    def done_problem(self, stage: str) -> str | None:
+        """Why an existing ``done.json`` cannot be used, or None."""
+        path = self.stage_dir(stage) / DONE
+        if not path.is_file():
+            return None
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            return f"'{path}' is corrupt ({type(error).__name__})"
+        if not isinstance(info, dict) or "seconds" not in info:
+            return f"'{path}' is corrupt (no 'seconds')"
+        if not (self.stage_dir(stage) / str(info.get("encoder", ""))).is_file():
+            return f"'{path}' names a missing encoder"
+        return None
 
     def mark_done(self, stage: str, info: dict[str, Any]) -> None:
         path = self.stage_dir(stage) / DONE
-        path.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+        write_atomic(path, json.dumps(info, indent=2, sort_keys=True) + "\n")
 
-    def resume_checkpoint(self, stage: str) -> Path | None:
-        """The newest resumable checkpoint of an unfinished stage, or None."""
+    def checkpoints(self, stage: str) -> list[Path]:
+        """The resumable checkpoints of a stage that exist, newest first."""
         found = [self.stage_dir(stage) / n for n in RESUMABLE]
         found = [p for p in found if p.is_file()]
-        return max(found, key=lambda p: p.stat().st_mtime) if found else None
+        return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+    def resume_checkpoint(self, stage: str) -> Path | None:
+        """The newest usable checkpoint of an unfinished stage, or None.
+
+        A checkpoint that is empty, truncated, not a Lightning checkpoint or has
+        non-finite weights is passed over for the next older one, with a line
+        saying so.
+
+        Raises:
+            CheckpointError: Checkpoints exist but none of them is usable.
+        """
+        found = self.checkpoints(stage)
+        problems: list[str] = []
+        for path in found:
+            problem = checkpoint_problem(path)
+            if problem is None:
+                for bad in problems:
+                    print(f"stage '{stage}': {bad}; resuming from {path} instead")
+                return path
+            problems.append(f"{path} {problem}")
+        if problems:
+            raise CheckpointError(
+                f"cannot resume stage '{stage}': {'; '.join(problems)}; delete "
+                f"{'it' if len(problems) == 1 else 'them'} to restart the stage from "
+                "its beginning with --resume, or start a new run with --output"
+            )
+        return None
+
+    def has_contents(self) -> bool:
+        """Whether the folder exists and holds anything besides its lock file."""
+        return self.root.is_dir() and any(p.name != LOCK for p in self.root.iterdir())
+
+    def holds_work(self) -> bool:
+        """Whether the folder holds anything a retry must not lose: a
+        checkpoint, a finished stage, an encoder or a backbone."""
+        patterns = ("*.ckpt", DONE, "encoder.pt", "backbone.pt")
+        return any(next(self.root.rglob(p), None) is not None for p in patterns)
+
+    def clear(self, *, keep: set[str], remove_root: bool) -> None:
+        """Removes what a failed first attempt wrote (see ``holds_work``)."""
+        for path in self.root.iterdir():
+            if path.name in keep:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        if remove_root:
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def describe(self, stages: list[str]) -> str:
         """What the folder holds, e.g. "stages done: mae; interrupted: moco"."""
         done = [s for s in stages if self.done(s) is not None]
-        partial = [
-            s for s in stages if s not in done and self.resume_checkpoint(s) is not None
-        ]
+        partial = [s for s in stages if s not in done and self.checkpoints(s)]
         parts = [f"stages done: {', '.join(done) or 'none'}"]
         if partial:
             parts.append(f"interrupted with a checkpoint: {', '.join(partial)}")
@@ -105,7 +196,7 @@ class RunDirectory:
         Raises:
             RunExistsError: The folder exists and may not be reused.
         """
-        if not self.root.exists() or not any(self.root.iterdir()):
+        if not self.has_contents():
             return
         stages = [s["name"] for s in recipe_plain["stages"]]
         state = self.describe(stages)

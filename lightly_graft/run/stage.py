@@ -13,6 +13,7 @@ format); the next stage grafts from it.
 from __future__ import annotations
 
 import importlib.util
+import json
 import signal
 import sys
 import time
@@ -28,8 +29,11 @@ from pytorch_lightning.callbacks import (
     OnExceptionCheckpoint,
 )
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities import rank_zero_only
 
+from lightly_graft.errors import CheckpointError, GraftError
+from lightly_graft.files import save_atomic, write_atomic
 from lightly_graft.recipes.loader import save_recipe
 from lightly_graft.recipes.schema import PREVIOUS, Recipe, StageConfig
 from lightly_graft.run.build import (
@@ -39,10 +43,12 @@ from lightly_graft.run.build import (
     build_method,
 )
 from lightly_graft.run.report import StageSummary, read_knn_history
-from lightly_graft.run.run_dir import RECIPE, RunDirectory
+from lightly_graft.run.run_dir import DONE, RECIPE, RunDirectory
 from lightly_graft.training.checkpoints import save_backbone
+from lightly_graft.training.divergence import FiniteGuard, check_finite
 from lightly_graft.training.gradient_monitor import GradientConflictMonitor
 from lightly_graft.training.knn_monitor import KNNMonitor
+from lightly_graft.training.resume_state import ResumeState
 
 ENCODER = "encoder.pt"
 # Lightning warnings that this layout triggers on purpose: the stage folder
@@ -78,11 +84,43 @@ def loggers(stage_dir: Path) -> list[Logger]:
     return out
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's ``torch.save`` checkpoint writer, through a temporary file,
+    fsync and rename (:func:`~lightly_graft.files.save_atomic`): a crash while
+    writing ``last.ckpt`` leaves the previous one whole."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        save_atomic(checkpoint, path)
+
+
+class StageClock(pl.Callback):
+    """The stage's training time over every session: saved in each checkpoint
+    (Lightning's callback state) and restored on ``--resume``."""
+
+    def __init__(self) -> None:
+        self.before = 0.0  # seconds of earlier sessions, up to their checkpoint
+        self.start = time.perf_counter()
+
+    def seconds(self) -> float:
+        return self.before + time.perf_counter() - self.start
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seconds": self.seconds()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.before = float(state_dict.get("seconds", 0.0))
+
+
 def callbacks(
     stage: StageConfig, stage_dir: Path, datamodule: Any
 ) -> list[pl.Callback]:
     """Monitoring and checkpointing callbacks of a stage (Grafting is added apart)."""
     out: list[pl.Callback] = [
+        FiniteGuard(stage.name, stage_dir),
         LearningRateMonitor(logging_interval="step"),
         ModelCheckpoint(
             dirpath=stage_dir, filename="last", enable_version_counter=False
@@ -128,6 +166,9 @@ class StageRunner:
     run_dir: RunDirectory
     derived: dict[str, Any]
     progress_bar: bool = True
+    #: Seconds that earlier sessions spent on the stages run so far (finished
+    #: stages skipped, and a resumed stage up to its checkpoint).
+    earlier_seconds: float = 0.0
 
     def graft_source(
         self, index: int, stage: StageConfig, encoders: dict[str, Path]
@@ -171,6 +212,7 @@ class StageRunner:
             default_root_dir=stage_dir,
             enable_progress_bar=self.progress_bar,
             enable_model_summary=False,
+            plugins=[AtomicCheckpointIO()],
         )
 
     def run(
@@ -187,14 +229,34 @@ class StageRunner:
         stage_dir = self.run_dir.stage_dir(stage.name)
         encoder = stage_dir / ENCODER
         done = self.run_dir.done(stage.name)
+        problem = self.run_dir.done_problem(stage.name)
+        if problem is not None:
+            if not self.run_dir.checkpoints(stage.name):
+                raise CheckpointError(
+                    f"{problem} and stage '{stage.name}' has no checkpoint to resume "
+                    f"from; delete {stage_dir / DONE} to train the stage again with "
+                    "--resume, or start a new run with --output"
+                )
+            if is_global_zero():
+                print(
+                    f"stage '{stage.name}': {problem}; resuming it from its checkpoint"
+                )
         if done is not None:
             print(f"stage '{stage.name}': finished earlier, skipped (--resume)")
+            self.earlier_seconds += float(done["seconds"])
             history = read_knn_history(stage_dir)
             summary = StageSummary(
-                stage.name, stage.method, stage.epochs, float(done["seconds"]), history
+                stage.name,
+                stage.method,
+                stage.epochs,
+                float(done["seconds"]),
+                history,
+                int(done.get("unreadable_images", 0)),
             )
             return summary, encoder
-        start = time.perf_counter()
+        clock = StageClock()
+        # Chosen (and checked) before anything is written into the stage folder.
+        resume = self.run_dir.resume_checkpoint(stage.name)
         if is_global_zero():
             stage_dir.mkdir(parents=True, exist_ok=True)
             save_recipe(self.recipe, stage_dir / RECIPE, derived=self.derived)
@@ -204,30 +266,74 @@ class StageRunner:
         if datamodule is None:
             datamodule = build_datamodule(self.recipe, stage)
             datamodule.setup()
-        extra = callbacks(stage, stage_dir, datamodule)
+        datamodule.unreadable_log = stage_dir / UNREADABLE
+        # ResumeState first: its epoch-end snapshot precedes the checkpoint's.
+        extra = [
+            ResumeState(datamodule),
+            clock,
+            *callbacks(stage, stage_dir, datamodule),
+        ]
         source = self.graft_source(index, stage, encoders)
+        grafting = None
         if source is not None:
-            extra.insert(0, build_grafting(stage, *source))
-        resume = self.run_dir.resume_checkpoint(stage.name)
+            grafting = build_grafting(stage, *source)
+            extra.insert(0, grafting)
         batches = batches_per_epoch(stage, datamodule)
         trainer = self.trainer(stage, stage_dir, extra, batches)
         print(f"stage '{stage.name}' ({stage.method}): training in {stage_dir}")
-        fit(trainer, method, datamodule, resume, stage_dir)
-        seconds = time.perf_counter() - start
+        try:
+            fit(trainer, method, datamodule, resume, stage_dir)
+        finally:
+            if grafting is not None and grafting.report is not None:
+                write_graft_report(stage_dir, grafting.report.to_dict())
+        seconds = clock.seconds()
+        self.earlier_seconds += clock.before
+        skipped = count_unreadable(stage_dir)
+        if skipped and is_global_zero():
+            print(
+                f"stage '{stage.name}': {skipped} unreadable images skipped "
+                f"(data.skip_unreadable), listed in {stage_dir / UNREADABLE}"
+            )
+        check_finite(
+            method,
+            stage=stage.name,
+            step=trainer.global_step,
+            kept=f"its checkpoints are in {stage_dir}",
+        )
         if is_global_zero():
             save_backbone(encoder, method.backbone.vit, backbone_spec(self.recipe))
             info = {
                 "encoder": ENCODER,
                 "seconds": seconds,
                 "epochs": trainer.current_epoch,
+                "unreadable_images": skipped,
             }
             self.run_dir.mark_done(stage.name, info)
         # The other ranks graft the next stage from rank 0's encoder.pt.
         trainer.strategy.barrier("encoder saved")
         history = read_knn_history(stage_dir)
-        return StageSummary(
-            stage.name, stage.method, stage.epochs, seconds, history
-        ), encoder
+        summary = StageSummary(
+            stage.name, stage.method, stage.epochs, seconds, history, skipped
+        )
+        return summary, encoder
+
+
+GRAFT_REPORT = "graft_report.json"
+UNREADABLE = "unreadable.txt"
+
+
+def count_unreadable(stage_dir: Path) -> int:
+    """Distinct images skipped as unreadable in a stage (``unreadable.txt``)."""
+    path = stage_dir / UNREADABLE
+    if not path.is_file():
+        return 0
+    return len({line for line in path.read_text().splitlines() if line})
+
+
+def write_graft_report(stage_dir: Path, report: dict[str, Any]) -> None:
+    """``graft_report.json``: what the stage's graft loaded, missed and skipped."""
+    if is_global_zero():
+        write_atomic(stage_dir / GRAFT_REPORT, json.dumps(report, indent=1) + "\n")
 
 
 def batches_per_epoch(stage: StageConfig, datamodule: Any) -> int:
@@ -264,6 +370,16 @@ def fit(
             for message in _EXPECTED_WARNINGS:
                 warnings.filterwarnings("ignore", message=message)
             trainer.fit(method, datamodule=datamodule, ckpt_path=checkpoint)
+    except GraftError as error:
+        lines = str(error).strip().splitlines()
+        if len(lines) <= 1:
+            raise
+        # Raised in a DataLoader worker: torch re-raises it with the worker's
+        # traceback in the message; keep the last line, the error itself.
+        message = lines[-1].split(": ", 1)[-1]
+        raise type(error)(
+            f"{message} (the stage's checkpoint is kept in {stage_dir})"
+        ) from None
     except SystemExit:
         if not trainer.interrupted:
             raise

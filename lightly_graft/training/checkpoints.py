@@ -47,6 +47,7 @@ from lightly_graft.errors import (
     did_you_mean,
     format_options,
 )
+from lightly_graft.files import save_atomic, write_atomic
 from lightly_graft.modules.backbone import BackboneSpec, build_vit
 
 FORMATS = ("lightly_graft", "lightning", "mae", "moco_v3", "timm")
@@ -236,7 +237,24 @@ def load_encoder_state(
             )
         state = dict(obj)
     state, skipped = split_encoder_state(state)
+    check_finite_state(path, state)
     return state, spec, skipped
+
+
+def check_finite_state(path: str | Path, state: Mapping[str, Tensor]) -> None:
+    """Raises a :class:`CheckpointError` if any weight is NaN or infinite: such
+    a file comes from a diverged run and gives meaningless results."""
+    bad = total = 0
+    for value in state.values():
+        if isinstance(value, Tensor) and value.is_floating_point():
+            bad += int((~torch.isfinite(value)).sum())
+            total += value.numel()
+    if bad:
+        raise CheckpointError(
+            f"'{path}' holds non-finite weights ({bad} of {total} values are "
+            "NaN/inf): the run that wrote it diverged; retrain it with a lower "
+            "learning rate, another precision or gradient clipping"
+        )
 
 
 def _moco_v3_encoder(path: Path, obj: Any) -> tuple[dict[str, Tensor], None, list[str]]:
@@ -362,7 +380,7 @@ def save_backbone(path: str | Path, vit: VisionTransformer, spec: BackboneSpec) 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().clone() for k, v in vit.state_dict().items()}
-    torch.save(
+    save_atomic(
         {
             "format": "lightly_graft",
             "version": 1,
@@ -380,6 +398,8 @@ def export_timm(path: str | Path, vit: VisionTransformer, spec: BackboneSpec) ->
     **kwargs).load_state_dict(torch.load(path))`` loads it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.detach().cpu().clone() for k, v in vit.state_dict().items()}, path)
-    path.with_name(SPEC_FILE).write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
+    save_atomic(
+        {k: v.detach().cpu().clone() for k, v in vit.state_dict().items()}, path
+    )
+    write_atomic(path.with_name(SPEC_FILE), json.dumps(spec.to_dict(), indent=2) + "\n")
     return path

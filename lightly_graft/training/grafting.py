@@ -21,6 +21,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from lightly_graft.errors import CheckpointError
@@ -57,12 +58,45 @@ class GraftReport:
     def is_complete(self) -> bool:
         return not (self.missing or self.unexpected or self.mismatched)
 
+    @property
+    def loads_nothing(self) -> bool:
+        """Whether tensors were to be grafted but none of them fits."""
+        return not self.loaded and bool(self.missing or self.mismatched)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as plain data (e.g. ``graft_report.json``)."""
+        return {
+            "source": self.source,
+            "complete": self.is_complete,
+            "loaded": list(self.loaded),
+            "missing": list(self.missing),
+            "unexpected": list(self.unexpected),
+            "skipped": list(self.skipped),
+            "mismatched": [
+                {"key": k, "checkpoint": list(a), "model": list(b)}
+                for k, a, b in self.mismatched
+            ],
+        }
+
     def summary(self) -> str:
         return (
             f"Grafted {len(self.loaded)} tensors from '{self.source}' "
             f"(missing {len(self.missing)}, unexpected {len(self.unexpected)}, "
             f"skipped {len(self.skipped)}, shape mismatches {len(self.mismatched)})"
         )
+
+
+def nothing_fits_error(report: GraftReport) -> CheckpointError:
+    """The error for a graft of which no tensor fits, partial or not."""
+    wanted = len(report.missing) + len(report.mismatched)
+    return CheckpointError(
+        f"nothing of '{report.source}' can be grafted: none of the {wanted} tensors "
+        f"to graft fits ({len(report.missing)} missing, {len(report.mismatched)} of "
+        "another shape, e.g. "
+        f"{(report.missing + [m[0] for m in report.mismatched])[:3]}); it is a "
+        "checkpoint of another architecture or format: check the graft format and "
+        "the backbone (allow_partial does not help here)"
+    )
 
 
 def grafted_keys(
@@ -245,6 +279,8 @@ class Grafting(pl.Callback):
         norm = (k == depth) if self.graft_norm is None else self.graft_norm
         report = match_graft(source, target, depth, k, norm, str(self.checkpoint))
         report.skipped += non_encoder
+        if report.loads_nothing:
+            raise nothing_fits_error(report)
         if not report.is_complete and not self.allow_partial:
             raise CheckpointError(
                 describe_mismatch(
@@ -264,7 +300,14 @@ class Grafting(pl.Callback):
             f"{_prefix(pl_module, online)}vit.{key}" for key in report.loaded
         ]
         self.report = report
-        log.info(report.summary())
+        if report.is_complete:
+            log.info(report.summary())
+        else:
+            rank_zero_info(
+                f"partial graft (allow_partial): {report.summary()}; missing "
+                f"{report.missing[:5]}, shape mismatches "
+                f"{[m[0] for m in report.mismatched][:5]}"
+            )
         return report
 
     def _register_anchor(

@@ -103,8 +103,16 @@ class KNNMonitor(pl.Callback):
             return
         metrics = self._record(trainer, pl_module, epoch=trainer.current_epoch + 1)
         for name, value in metrics.items():
-            # Every rank holds the same value: no reduction needed.
-            pl_module.log(name, value, prog_bar=name == "knn/top1", sync_dist=False)
+            # Every rank holds the same value: no reduction needed. For the
+            # progress bar and ``ModelCheckpoint(monitor=...)`` only: the loggers
+            # get the row below, at once.
+            pl_module.log(name, value, prog_bar=name == "knn/top1", logger=False)
+        # Written and flushed now, before this epoch's checkpoint: a run killed
+        # after the checkpoint keeps the row (Lightning would buffer it).
+        row = {**metrics, "epoch": trainer.current_epoch}
+        for logger in trainer.loggers:
+            logger.log_metrics(row, step=trainer.global_step)
+            logger.save()
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": list(self.history)}

@@ -120,15 +120,24 @@ def test_pipeline__resume_with_another_recipe_is_refused(
         )
 
 
-def test_pipeline__resume_skips_finished_stages(
+def test_pipeline__resume_of_a_finished_run_changes_nothing(
     finished_run: tuple[Path, object], capsys: pytest.CaptureFixture[str]
 ) -> None:
     tmp_path, first = finished_run
-    before = (tmp_path / "run" / "cl" / "last.ckpt").stat().st_mtime
-    plan = prepare_run(tmp_path / "tiny.yaml", output=tmp_path / "run", resume=True)
+    run = tmp_path / "run"
+    before = {
+        p: (p.stat().st_mtime_ns, p.read_bytes()) for p in run.rglob("*") if p.is_file()
+    }
+    plan = prepare_run(tmp_path / "tiny.yaml", output=run, resume=True)
     summary = run_pipeline(plan, progress_bar=False)
-    assert "finished earlier, skipped" in capsys.readouterr().out
-    assert (tmp_path / "run" / "cl" / "last.ckpt").stat().st_mtime == before
+    out = capsys.readouterr().out
+    assert "finished earlier" in out and "nothing to do" in out
+    after = {
+        p: (p.stat().st_mtime_ns, p.read_bytes()) for p in run.rglob("*") if p.is_file()
+    }
+    assert {p: v for p, v in after.items() if p.name != ".lock"} == {
+        p: v for p, v in before.items() if p.name != ".lock"
+    }
     assert [s.seconds for s in summary.stages] == [s.seconds for s in first.stages]  # type: ignore[attr-defined]
 
 

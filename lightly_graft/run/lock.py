@@ -1,0 +1,131 @@
+"""An exclusive OS lock on a run (or bench) directory, held for the whole run.
+
+``DirectoryLock(root).acquire()`` takes ``fcntl.flock`` on ``root/.lock`` and
+writes the holder's PID into it. A second process that asks for the same
+directory is refused at once with :class:`DirectoryLockedError`, naming the
+holder's PID. The kernel drops the lock when its holder exits, however it
+exits (even SIGKILL), so a lock file left by a dead process does not block:
+only a live holder does. The file itself stays (removing it would let two
+processes lock two different files of the same name).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from pathlib import Path
+from types import TracebackType
+
+from lightly_graft.errors import GraftError
+
+LOCK = ".lock"
+
+
+class DirectoryLockedError(GraftError):
+    """Another live process holds the directory's lock."""
+
+
+def directory_problem(root: str | Path) -> str | None:
+    """Why ``root`` cannot be created or written as a directory, or None."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        return "it is a file"
+    existing = root if root.exists() else next(p for p in root.parents if p.exists())
+    if not existing.is_dir():
+        return f"'{existing}' is a file"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"'{existing}' is not writable (permissions)"
+    return None
+
+
+def check_directory(root: str | Path, what: str = "run directory") -> None:
+    """Raises a :class:`GraftError` if ``root`` cannot be used as a directory."""
+    problem = directory_problem(root)
+    if problem is not None:
+        raise GraftError(
+            f"{what} '{root}' cannot be used: {problem}; give a writable --output"
+        )
+
+
+def _reason(root: Path, error: OSError) -> str:
+    return directory_problem(root) or error.strerror or str(error)
+
+
+class DirectoryLock:
+    """The lock of one directory (see the module docstring).
+
+    Args:
+        root: The directory; created if missing.
+        what: Names the directory in messages ("run directory", "bench directory").
+    """
+
+    def __init__(self, root: str | Path, what: str = "run directory") -> None:
+        self.root = Path(root)
+        self.what = what
+        self._fd: int | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.root / LOCK
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def holder(self) -> str:
+        """The PID written by the holder, or '?'."""
+        try:
+            return self.path.read_text().strip() or "?"
+        except OSError:
+            return "?"
+
+    def acquire(self) -> DirectoryLock:
+        """Takes the lock; raises :class:`DirectoryLockedError` if it is held."""
+        if self._fd is not None:
+            return self
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise GraftError(
+                f"{self.what} '{self.root}' cannot be used: "
+                f"{_reason(self.root, error)}; give a writable --output"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            os.close(fd)
+            if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            raise DirectoryLockedError(
+                f"{self.what} '{self.root}' is in use by another lightly-graft "
+                f"process (PID {self.holder()}); wait for it to finish or stop it, "
+                "or give another --output"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        os.fsync(fd)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Drops the lock (a no-op if not held)."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> DirectoryLock:
+        return self.acquire()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.release()
