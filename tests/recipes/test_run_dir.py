@@ -4,8 +4,10 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
+from lightly_graft.errors import CheckpointError
 from lightly_graft.run.run_dir import RunDirectory, RunExistsError, differing_keys
 
 PLAIN = {
@@ -24,7 +26,8 @@ def test_prepare__new_or_empty_folder_is_fine(tmp_path: Path) -> None:
 def test_prepare__existing_run_is_refused_with_its_state(tmp_path: Path) -> None:
     run = RunDirectory(tmp_path)
     (tmp_path / "a").mkdir()
-    run.mark_done("a", {"seconds": 1})
+    (tmp_path / "a" / "encoder.pt").write_bytes(b"x")
+    run.mark_done("a", {"seconds": 1, "encoder": "encoder.pt"})
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "on_exception.ckpt").write_bytes(b"x")
     with pytest.raises(RunExistsError) as info:
@@ -55,13 +58,21 @@ def test_resume_checkpoint__newest_of_last_and_on_exception(tmp_path: Path) -> N
     (tmp_path / "a").mkdir()
     assert run.resume_checkpoint("a") is None
     last, crash = tmp_path / "a" / "last.ckpt", tmp_path / "a" / "on_exception.ckpt"
-    last.write_bytes(b"1")
-    crash.write_bytes(b"2")
+    torch.save({"state_dict": {"w": torch.ones(1)}}, last)
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, crash)
     os.utime(last, (1000, 1000))
     os.utime(crash, (2000, 2000))
     assert run.resume_checkpoint("a") == crash
     os.utime(last, (3000, 3000))
     assert run.resume_checkpoint("a") == last
+    last.write_bytes(b"torn")  # newest but unreadable: the older one is used
+    os.utime(last, (3000, 3000))
+    assert run.resume_checkpoint("a") == crash
+    crash.write_bytes(b"")
+    with pytest.raises(
+        CheckpointError, match="empty.*last.ckpt is unreadable.*delete them"
+    ):
+        run.resume_checkpoint("a")
 
 
 def test_differing_keys__nested_paths() -> None:
