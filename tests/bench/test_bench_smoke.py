@@ -39,13 +39,8 @@ def test_bench__writes_tables_for_every_arm(bench: Path) -> None:
     assert set(results["arms"]) == {arm.name for arm in suite.arms}
     for name, arm in results["arms"].items():
         assert arm["seeds"] == [0], name
-        assert set(arm["metrics"]) == {
-            "knn",
-            "linear",
-            "fewshot_1%",
-            "fewshot_10%",
-            "finetune",
-        }
+        # The smoke suite leaves fine-tuning to test_bench_units.
+        assert set(arm["metrics"]) == {"knn", "linear", "fewshot_1%", "fewshot_10%"}
         for metric in arm["metrics"].values():
             assert 0.0 <= metric["mean"] <= 1.0
             assert metric["values"] == [metric["mean"]]
