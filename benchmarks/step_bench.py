@@ -52,6 +52,7 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from lightly_graft.bench.budget import unfused_attention  # noqa: E402
 from lightly_graft.methods import masked_moco as masked_moco_module  # noqa: E402
 from lightly_graft.methods.base import SSLMethod, move_momentum  # noqa: E402
 from lightly_graft.methods.grafted_moco import GraftedMoCo  # noqa: E402
@@ -138,20 +139,6 @@ def chunk_path(repeat: bool) -> Iterator[None]:
         yield
     finally:
         masked_moco_module.random_chunks = original  # type: ignore[assignment]
-
-
-@contextlib.contextmanager
-def unfused_attention(method: torch.nn.Module) -> Iterator[None]:
-    """timm's unfused attention (explicit matmuls, which FlopCounterMode counts)."""
-    attns: list[Any] = [m for m in method.modules() if hasattr(m, "fused_attn")]
-    saved = [m.fused_attn for m in attns]
-    for m in attns:
-        m.fused_attn = False
-    try:
-        yield
-    finally:
-        for m, value in zip(attns, saved, strict=True):
-            m.fused_attn = value
 
 
 def train_step(
