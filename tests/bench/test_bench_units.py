@@ -12,12 +12,11 @@ import pytest
 import torch
 
 from lightly_graft.bench.budget import StageCost, match_steps, total_flops
-from lightly_graft.bench.report import (
-    check_claims,
+from lightly_graft.bench.figures import (
     conflict_during_training,
-    mean_std,
     plot_conflict_during_training,
 )
+from lightly_graft.bench.report import check_claims, mean_std
 from lightly_graft.bench.suite import dependencies, suite_from_tree
 from lightly_graft.errors import RecipeError
 from lightly_graft.eval import fewshot_eval, linear_eval
