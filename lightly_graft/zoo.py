@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import inspect
 import sys
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from lightly_graft.errors import GraftError, did_you_mean, format_options
+from lightly_graft.signatures import EMPTY, keyword_arguments
 
 # Modules whose import registers the built-in methods.
 _METHOD_MODULES = ("lightly_graft.methods",)
@@ -61,19 +60,15 @@ _REGISTRY: dict[str, ZooEntry] = {}
 
 
 def config_dataclass(cls: type) -> type:
-    """A frozen dataclass with one field per keyword argument of ``cls``."""
-    init = vars(cls).get("__init__") or cls.__init__  # type: ignore[misc]
-    signature = inspect.signature(init)
-    hints = typing.get_type_hints(init)
+    """A frozen dataclass with one field per keyword argument of ``cls``
+    (along ``**kwargs`` to its bases: :mod:`lightly_graft.signatures`)."""
     fields: list[Any] = []
-    for name, param in signature.parameters.items():
-        if name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            continue
-        kind = hints.get(name, Any)
-        if param.default is inspect.Parameter.empty:
-            fields.append((name, kind))
+    for arg in keyword_arguments(cls):
+        if arg.default is EMPTY:
+            fields.append((arg.name, arg.annotation))
         else:
-            fields.append((name, kind, dataclasses.field(default=param.default)))
+            field = dataclasses.field(default=arg.default)
+            fields.append((arg.name, arg.annotation, field))
     # Required fields first, as dataclasses need.
     fields.sort(key=lambda f: len(f) == 3)
     return dataclasses.make_dataclass(f"{cls.__name__}Config", fields, frozen=True)

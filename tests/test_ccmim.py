@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import pytest
 import torch
 import torch.nn as nn
@@ -9,6 +11,7 @@ from graft_testing import tiny_method, tiny_views
 from lightly.models.utils import random_token_mask
 from torch.testing import assert_close
 
+from lightly_graft import zoo
 from lightly_graft.functional.importance import (
     cls_attention_importance,
     importance_token_mask,
@@ -58,7 +61,7 @@ def test_ccmim_objective__weighted_sum_eq10(weight: float) -> None:
 
 
 def test_ccmim__defaults_paper_lambda_and_official_temperature() -> None:
-    defaults = CCMIM.__init__.__kwdefaults__
+    defaults = {f.name: f.default for f in fields(zoo.get("ccmim").config_cls)}
     assert defaults["contrast_weight"] == 0.2 and defaults["temperature"] == 0.5
     assert defaults["mask_ratio"] == 0.75 and defaults["random_masking"] is False
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import pytest
 import torch
 import torch.nn.functional as F
 from graft_testing import tiny_method, tiny_views
 from torch.testing import assert_close
 
+from lightly_graft import zoo
 from lightly_graft.errors import GraftError
 from lightly_graft.functional.chunking import chunk_token_indices
 from lightly_graft.methods.grafted_moco import GraftedMoCo
@@ -162,7 +165,7 @@ def test_masked_moco__target_chunks_and_kappa_logs() -> None:
 
 
 def test_masked_moco__defaults_follow_the_paper() -> None:
-    config = MaskedMoCo.__init__.__kwdefaults__
+    config = {f.name: f.default for f in fields(zoo.get("masked_moco").config_cls)}
     assert config["num_chunks"] == 8 and config["num_target_chunks"] == 1
     assert config["head_norm"] == "layer" and config["temperature"] == 0.2
     method = tiny_method("masked_moco", head_norm="batch")

@@ -15,7 +15,6 @@ e.g. ``functools.partial(GraftedMoCo, grafting=Grafting(...))``.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -26,6 +25,7 @@ from lightly.utils.benchmarking import OnlineLinearClassifier
 from torch import Tensor, nn
 
 from lightly_graft.modules.backbone import BackboneSpec, build_vit, wrap_vit
+from lightly_graft.signatures import keyword_arguments
 from lightly_graft.training.grafting import Grafting
 from lightly_graft.training.optimizer import GraftedStageOptimizer
 
@@ -59,13 +59,19 @@ class SSLMethod(pl.LightningModule):
         batch_size_per_device: Batch size on each device (LR scaling uses the
             global batch).
         num_classes: Classes of the online linear classifier; 0 disables it.
-        backbone: timm ViT name, :class:`BackboneSpec` or mapping.
+        backbone: timm ViT name, :class:`BackboneSpec` or mapping (default
+            ViT-B/16).
         optimizer: :class:`GraftedStageOptimizer` (or its fields as a mapping);
             None = the method's paper default (``default_optimizer()``).
         grafting: A :class:`~lightly_graft.training.grafting.Grafting` callback,
             returned by :meth:`configure_callbacks` (Lightning adds it to the
             Trainer's callbacks at ``fit``, in place of any other ``Grafting``
-            there). Not a hyperparameter: checkpoints do not store it.
+            there), so it grafts without being among the Trainer's callbacks.
+            None: no graft. Not a hyperparameter: checkpoints do not store it.
+
+    A subclass declares the arguments it adds (or whose default it changes)
+    and passes the others on with ``**kwargs``; its docstring documents only
+    its own (:mod:`lightly_graft.signatures` reads the whole set).
     """
 
     def __init__(
@@ -73,8 +79,8 @@ class SSLMethod(pl.LightningModule):
         *,
         batch_size_per_device: int,
         num_classes: int,
-        backbone: BackboneLike,
-        optimizer: OptimizerLike,
+        backbone: BackboneLike = "vit_base_patch16_224",
+        optimizer: OptimizerLike = None,
         grafting: Grafting | None = None,
     ) -> None:
         super().__init__()
@@ -136,7 +142,7 @@ class SSLMethod(pl.LightningModule):
         (``MaskedBYOL(MaskedMoCo(GraftedMoCo))``).
         """
         self.save_hyperparameters(ignore=["backbone", "optimizer", "grafting"])
-        accepted = inspect.signature(type(self).__init__).parameters
+        accepted = {arg.name for arg in keyword_arguments(type(self))}
         self.remove_ignored_hparams([k for k in self.hparams if k not in accepted])
         self.hparams["backbone"] = self.backbone_spec.to_dict()
         self.hparams["optimizer"] = self.optimizer_spec.to_dict()

@@ -23,6 +23,8 @@ official code; the paper's text mentions a 2-block decoder).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -31,12 +33,11 @@ from lightly_graft.functional.importance import (
     ccmim_token_mask,
     cls_attention_importance,
 )
-from lightly_graft.methods.base import BackboneLike, LossOutput, OptimizerLike
+from lightly_graft.methods.base import LossOutput
 from lightly_graft.methods.mae import MAE, make_batched_transform, make_transform
 from lightly_graft.modules.heads import mlp_head
 from lightly_graft.modules.masked_reconstruction import reconstruct_masked
 from lightly_graft.modules.objectives.ccmim import CCMIMObjective
-from lightly_graft.training.grafting import Grafting
 
 __all__ = ["CCMIM", "make_batched_transform", "make_transform", "transform"]
 
@@ -50,14 +51,6 @@ class CCMIM(MAE):
     """ccMIM: masks the patches the CLS attends to, + CLS contrast (MAE decoder).
 
     Args:
-        batch_size_per_device: Batch size per device.
-        num_classes: Online classifier classes (0: none).
-        backbone: ViT spec (default ViT-B/16).
-        mask_ratio: Fraction of patches in the masked set (0.75).
-        decoder_dim: Decoder width (512).
-        decoder_depth: Decoder blocks (8).
-        decoder_num_heads: Decoder heads (16).
-        norm_pix: Per-patch normalised pixel targets.
         projection_hidden_dim: Projector hidden width (None: the encoder width,
             as the official ``Linear(embed_dim, embed_dim)``).
         projection_dim: Projector output width (official: 256).
@@ -66,45 +59,24 @@ class CCMIM(MAE):
         random_masking: Random split instead of importance sampling (Table 5
             "random"; the official ``--random`` flag).
         gather_distributed: Gather the masked-set keys across ranks (official).
-        optimizer: MAE's default (AdamW, base LR 1.5e-4, wd 0.05, betas 0.9/0.95;
-            ccMIM §C).
-        grafting: A :class:`~lightly_graft.training.grafting.Grafting` callback;
-            the method returns it from ``configure_callbacks()``, so it grafts
-            without being added to the Trainer's callbacks (None: no graft).
+        **kwargs: :class:`~lightly_graft.methods.mae.MAE`'s (``mask_ratio``:
+            the fraction of patches in the masked set, the decoder,
+            ``norm_pix``) and the base's; ``optimizer`` default: MAE's (ccMIM
+            §C).
     """
 
     def __init__(
         self,
         *,
-        batch_size_per_device: int,
-        num_classes: int,
-        backbone: BackboneLike = "vit_base_patch16_224",
-        mask_ratio: float = 0.75,
-        decoder_dim: int = 512,
-        decoder_depth: int = 8,
-        decoder_num_heads: int = 16,
-        norm_pix: bool = True,
         projection_hidden_dim: int | None = None,
         projection_dim: int = 256,
         contrast_weight: float = 0.2,
         temperature: float = 0.5,
         random_masking: bool = False,
         gather_distributed: bool = False,
-        optimizer: OptimizerLike = None,
-        grafting: Grafting | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            batch_size_per_device=batch_size_per_device,
-            num_classes=num_classes,
-            backbone=backbone,
-            mask_ratio=mask_ratio,
-            decoder_dim=decoder_dim,
-            decoder_depth=decoder_depth,
-            decoder_num_heads=decoder_num_heads,
-            norm_pix=norm_pix,
-            optimizer=optimizer,
-            grafting=grafting,
-        )
+        super().__init__(**kwargs)
         self.random_masking = random_masking
         # Official projector: Linear(no bias) -> BN -> ReLU -> Linear(no bias) ->
         # BN(affine=False); MoCo v3's head builder with 2 layers is exactly this.
@@ -119,7 +91,7 @@ class CCMIM(MAE):
         self.objective: CCMIMObjective = CCMIMObjective(
             contrast_weight=contrast_weight,
             temperature=temperature,
-            norm_pix=norm_pix,
+            norm_pix=self.norm_pix,
             gather_distributed=gather_distributed,
         )
 

@@ -22,17 +22,10 @@ from torch import Tensor, nn
 
 from lightly_graft import zoo
 from lightly_graft.functional.schedules import momentum_schedule
-from lightly_graft.methods.base import (
-    BackboneLike,
-    LossOutput,
-    OptimizerLike,
-    SSLMethod,
-    move_momentum,
-)
+from lightly_graft.methods.base import LossOutput, SSLMethod, move_momentum
 from lightly_graft.methods.transforms import two_batched_views, two_view_transform
 from lightly_graft.modules.heads import Norm, mlp_head
 from lightly_graft.modules.objectives import accepted_arguments, build_objective
-from lightly_graft.training.grafting import Grafting
 from lightly_graft.training.optimizer import GraftedStageOptimizer
 
 make_transform = two_view_transform
@@ -57,14 +50,13 @@ class GraftedMoCo(SSLMethod):
     """MoCo v3 for ViTs with stage-wise LRs on grafted MIM blocks (step ii).
 
     Args:
-        batch_size_per_device: Batch size per device.
-        num_classes: Online classifier classes (0: none).
-        backbone: ViT spec (default ViT-B/16).
         projection_hidden_dim: Projector/predictor hidden width (4096).
         projection_dim: Output width (256).
         projection_layers: Projector layers (3).
         prediction_layers: Predictor layers (2).
         head_norm: ``batch`` (MoCo v3) or ``layer`` norm in the heads.
+        predictor_last_norm: Norm after the predictor's last layer (MoCo v3:
+            yes; BYOL: no, Masked MoCo §3.1).
         temperature: InfoNCE tau (0.2).
         objective: Two-view objective name (``contrastive``, ``byol``).
         objective_args: Extra arguments of the objective.
@@ -72,24 +64,22 @@ class GraftedMoCo(SSLMethod):
         freeze_patch_embed: MoCo v3's ``stop_grad_conv1``: the patch embedding is
             not trained (random, or the grafted MIM weights).
         gather_distributed: Gather keys across ranks for the negatives.
-        optimizer: Default AdamW, stage base LRs [1.5e-5, 1.5e-5, 1.5e-4], wd 0.1,
-            40 warmup epochs (of 300), LRs scaled by batch/256.
-        grafting: A :class:`~lightly_graft.training.grafting.Grafting` callback;
-            the method returns it from ``configure_callbacks()``, so it grafts
-            without being added to the Trainer's callbacks (None: no graft).
+        **kwargs: :class:`~lightly_graft.methods.base.SSLMethod`'s
+            (``batch_size_per_device``, ``num_classes``, ``backbone``,
+            ``optimizer``: default AdamW, stage base LRs [1.5e-5, 1.5e-5,
+            1.5e-4], wd 0.1, 40 warmup epochs (of 300), LRs scaled by batch/256;
+            ``grafting``).
     """
 
     def __init__(
         self,
         *,
-        batch_size_per_device: int,
-        num_classes: int,
-        backbone: BackboneLike = "vit_base_patch16_224",
         projection_hidden_dim: int = 4096,
         projection_dim: int = 256,
         projection_layers: int = 3,
         prediction_layers: int = 2,
         head_norm: Norm = "batch",
+        predictor_last_norm: bool = True,
         temperature: float = 0.2,
         objective: str = "contrastive",
         objective_args: Mapping[str, Any] | None = None,
@@ -97,16 +87,9 @@ class GraftedMoCo(SSLMethod):
         momentum_end: float = 1.0,
         freeze_patch_embed: bool = True,
         gather_distributed: bool = False,
-        optimizer: OptimizerLike = None,
-        grafting: Grafting | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            batch_size_per_device=batch_size_per_device,
-            num_classes=num_classes,
-            backbone=backbone,
-            optimizer=optimizer,
-            grafting=grafting,
-        )
+        super().__init__(**kwargs)
         self.momentum_start = momentum_start
         self.momentum_end = momentum_end
         if freeze_patch_embed:
@@ -124,21 +107,29 @@ class GraftedMoCo(SSLMethod):
             projection_dim,
             prediction_layers,
             head_norm,
+            last_norm=predictor_last_norm,
         )
         self.backbone_momentum = copy.deepcopy(self.backbone)
         self.projector_momentum = copy.deepcopy(self.projector)
         deactivate_requires_grad(self.backbone_momentum)
         deactivate_requires_grad(self.projector_momentum)
-        self.objective = build_objective(
-            objective,
-            **objective_kwargs(
+        self.objective = self.make_objective(
+            build_objective(
                 objective,
-                objective_args or {},
-                temperature=temperature,
-                gather_distributed=gather_distributed,
-            ),
+                **objective_kwargs(
+                    objective,
+                    objective_args or {},
+                    temperature=temperature,
+                    gather_distributed=gather_distributed,
+                ),
+            )
         )
         self.store_hparams()
+
+    def make_objective(self, objective: nn.Module) -> nn.Module:
+        """The objective of the queries and keys, from the two-view one
+        (a subclass that pairs other tensors wraps it)."""
+        return objective
 
     @classmethod
     def default_optimizer(cls) -> GraftedStageOptimizer:

@@ -6,20 +6,16 @@ loss (lightly's ``VICRegLoss``, 25/25/1), no momentum encoder.
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor
 
 from lightly_graft import zoo
-from lightly_graft.methods.base import (
-    BackboneLike,
-    LossOutput,
-    OptimizerLike,
-    SSLMethod,
-)
+from lightly_graft.methods.base import LossOutput, SSLMethod
 from lightly_graft.methods.grafted_moco import GraftedMoCo
 from lightly_graft.methods.transforms import two_batched_views, two_view_transform
 from lightly_graft.modules.heads import vicreg_expander
 from lightly_graft.modules.objectives import build_objective
-from lightly_graft.training.grafting import Grafting
 from lightly_graft.training.optimizer import GraftedStageOptimizer
 
 make_transform = two_view_transform
@@ -33,9 +29,6 @@ class GraftedVICReg(SSLMethod):
     """VICReg with stage-wise LRs on grafted MIM blocks (Table 4).
 
     Args:
-        batch_size_per_device: Batch size per device.
-        num_classes: Online classifier classes (0: none).
-        backbone: ViT spec (default ViT-B/16).
         expander_hidden_dim: Expander hidden width (8192).
         expander_dim: Expander output width (8192).
         lambda_param: Invariance weight (25).
@@ -43,19 +36,14 @@ class GraftedVICReg(SSLMethod):
         nu_param: Covariance weight (1).
         freeze_patch_embed: Do not train the patch embedding (as GraftedMoCo).
         gather_distributed: Gather embeddings across ranks.
-        optimizer: Default: GraftedMoCo's (the paper gives no VICReg-specific
-            settings for Table 4).
-        grafting: A :class:`~lightly_graft.training.grafting.Grafting` callback;
-            the method returns it from ``configure_callbacks()``, so it grafts
-            without being added to the Trainer's callbacks (None: no graft).
+        **kwargs: :class:`~lightly_graft.methods.base.SSLMethod`'s
+            (``optimizer`` default: GraftedMoCo's; the paper gives no
+            VICReg-specific settings for Table 4).
     """
 
     def __init__(
         self,
         *,
-        batch_size_per_device: int,
-        num_classes: int,
-        backbone: BackboneLike = "vit_base_patch16_224",
         expander_hidden_dim: int = 8192,
         expander_dim: int = 8192,
         lambda_param: float = 25.0,
@@ -63,16 +51,9 @@ class GraftedVICReg(SSLMethod):
         nu_param: float = 1.0,
         freeze_patch_embed: bool = True,
         gather_distributed: bool = False,
-        optimizer: OptimizerLike = None,
-        grafting: Grafting | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            batch_size_per_device=batch_size_per_device,
-            num_classes=num_classes,
-            backbone=backbone,
-            optimizer=optimizer,
-            grafting=grafting,
-        )
+        super().__init__(**kwargs)
         if freeze_patch_embed:
             self.backbone.vit.patch_embed.requires_grad_(False)
         self.expander = vicreg_expander(

@@ -12,16 +12,10 @@ from torch import Tensor
 from lightly_graft import zoo
 from lightly_graft.data.batched_views import IndependentViews, mae_views
 from lightly_graft.data.transforms import mae_transform
-from lightly_graft.methods.base import (
-    BackboneLike,
-    LossOutput,
-    OptimizerLike,
-    SSLMethod,
-)
+from lightly_graft.methods.base import LossOutput, SSLMethod
 from lightly_graft.modules.decoder import MAEDecoder
 from lightly_graft.modules.masked_reconstruction import reconstruct_masked
 from lightly_graft.modules.objectives import build_objective
-from lightly_graft.training.grafting import Grafting
 from lightly_graft.training.optimizer import GraftedStageOptimizer
 
 
@@ -60,19 +54,15 @@ class MAE(SSLMethod):
     """MAE masked image modelling (step i), lightly's masked ViT and decoder.
 
     Args:
-        batch_size_per_device: Batch size per device.
-        num_classes: Online classifier classes (0: none).
-        backbone: ViT spec (default ViT-B/16).
         mask_ratio: Fraction of patches masked (0.75).
         decoder_dim: Decoder width (512).
         decoder_depth: Decoder blocks (8).
         decoder_num_heads: Decoder heads (16).
         norm_pix: Per-patch normalised pixel targets (MAE's ``norm_pix_loss``).
-        optimizer: Default AdamW, base LR 1.5e-4, betas (0.9, 0.95), wd 0.05,
-            40 warmup epochs, one LR for all blocks.
-        grafting: A :class:`~lightly_graft.training.grafting.Grafting` callback;
-            the method returns it from ``configure_callbacks()``, so it grafts
-            without being added to the Trainer's callbacks (None: no graft).
+        **kwargs: :class:`~lightly_graft.methods.base.SSLMethod`'s
+            (``batch_size_per_device``, ``num_classes``, ``backbone``,
+            ``optimizer``: default AdamW, base LR 1.5e-4, betas (0.9, 0.95),
+            wd 0.05, 40 warmup epochs, one LR for all blocks; ``grafting``).
     """
 
     num_views = 1
@@ -80,27 +70,18 @@ class MAE(SSLMethod):
     def __init__(
         self,
         *,
-        batch_size_per_device: int,
-        num_classes: int,
-        backbone: BackboneLike = "vit_base_patch16_224",
         mask_ratio: float = 0.75,
         decoder_dim: int = 512,
         decoder_depth: int = 8,
         decoder_num_heads: int = 16,
         norm_pix: bool = True,
-        optimizer: OptimizerLike = None,
-        grafting: Grafting | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            batch_size_per_device=batch_size_per_device,
-            num_classes=num_classes,
-            backbone=backbone,
-            optimizer=optimizer,
-            grafting=grafting,
-        )
+        super().__init__(**kwargs)
         if not 0.0 < mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}.")
         self.mask_ratio = mask_ratio
+        self.norm_pix = norm_pix
         self.patch_size: int = self.backbone.vit.patch_embed.patch_size[0]
         self.decoder = MAEDecoder.for_encoder(
             self.backbone.vit, decoder_dim, decoder_depth, decoder_num_heads

@@ -16,23 +16,25 @@ is exactly its MoCo v3 step (tested).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from lightly.transforms.utils import IMAGENET_NORMALIZE
-from torch import Tensor
+from torch import Tensor, nn
 
 from lightly_graft import zoo
 from lightly_graft.data.batched_views import BatchedViews, preset_views
 from lightly_graft.data.view_presets import ViewTransform, make_view_transform
 from lightly_graft.functional.chunking import check_num_chunks, unflatten_chunks
 from lightly_graft.functional.vmf import vmf_concentration
-from lightly_graft.methods.base import BackboneLike, LossOutput, OptimizerLike
+from lightly_graft.methods.base import LossOutput
 from lightly_graft.methods.grafted_moco import GraftedMoCo
 from lightly_graft.modules.chunks import random_chunks
-from lightly_graft.modules.heads import Norm, mlp_head
+from lightly_graft.modules.heads import Norm
+from lightly_graft.modules.objectives import Objective
 from lightly_graft.modules.objectives.masked_contrastive import (
     MaskedContrastiveObjective,
 )
-from lightly_graft.training.grafting import Grafting
 from lightly_graft.training.optimizer import GraftedStageOptimizer
 
 
@@ -83,9 +85,6 @@ class MaskedMoCo(GraftedMoCo):
     """Masked MoCo (M-MoCo): MoCo v3 with n chunked online views.
 
     Args:
-        batch_size_per_device: Batch size per device.
-        num_classes: Online classifier classes (0: none).
-        backbone: ViT spec (default ViT-B/16).
         num_chunks: n, online chunks per view (8); must divide the patch count.
         num_target_chunks: m, target chunks per view combined by spherical mean
             (1: the full view).
@@ -94,72 +93,33 @@ class MaskedMoCo(GraftedMoCo):
             patches of each image out; False: such an n is an error. The paper
             runs n=8 on ViT-B/16 at 224 px (196 patches) without saying how; 8
             chunks of 24 with 4 patches left out is our reading.
-        projection_hidden_dim: Projector/predictor hidden width (4096).
-        projection_dim: Output width (256).
-        projection_layers: Projector layers (3).
-        prediction_layers: Predictor layers (2).
         head_norm: ``layer`` (M-MoCo, §3.4) or ``batch`` (MoCo v3) in the heads.
-        predictor_last_norm: Norm after the predictor's last layer (MoCo v3:
-            yes; BYOL: no, §3.1).
-        temperature: InfoNCE tau (0.2).
-        objective: Per-chunk two-view objective (``contrastive``; ``byol``).
-        momentum_start: Momentum at step 0 (0.99), cosine to ``momentum_end``.
         freeze_patch_embed: MoCo v3's frozen patch embedding; M-MoCo trains it
             (Table 1: "lifting the frozen PE restriction" helps).
-        gather_distributed: Gather keys across ranks for the negatives.
         log_kappa: Log ``train/kappa`` (the "rep" layer of §3.4: the last
             block's patch tokens, mean-pooled, CLS excluded), ``train/kappa_proj``
             and ``train/kappa_pred``: the mean over images of the vMF kappa of
             each image's n chunk representations.
-        optimizer: Default (§3.1, Table 8): AdamW, base LR 1.5e-4 x batch/256,
-            betas (0.9, 0.95), wd 0.1, 20 warmup epochs, one LR for all blocks.
-        grafting: A :class:`~lightly_graft.training.grafting.Grafting` callback;
-            the method returns it from ``configure_callbacks()``, so it grafts
-            without being added to the Trainer's callbacks (None: no graft).
+        **kwargs: :class:`~lightly_graft.methods.grafted_moco.GraftedMoCo`'s
+            (heads, ``temperature``, ``objective``: the per-chunk two-view
+            objective, momentum, ...) and the base's; ``optimizer`` default
+            (§3.1, Table 8): AdamW, base LR 1.5e-4 x batch/256, betas (0.9,
+            0.95), wd 0.1, 20 warmup epochs, one LR for all blocks.
     """
 
     def __init__(
         self,
         *,
-        batch_size_per_device: int,
-        num_classes: int,
-        backbone: BackboneLike = "vit_base_patch16_224",
         num_chunks: int = 8,
         num_target_chunks: int = 1,
         drop_remainder: bool = True,
-        projection_hidden_dim: int = 4096,
-        projection_dim: int = 256,
-        projection_layers: int = 3,
-        prediction_layers: int = 2,
         head_norm: Norm = "layer",
-        predictor_last_norm: bool = True,
-        temperature: float = 0.2,
-        objective: str = "contrastive",
-        momentum_start: float = 0.99,
-        momentum_end: float = 1.0,
         freeze_patch_embed: bool = False,
-        gather_distributed: bool = False,
         log_kappa: bool = True,
-        optimizer: OptimizerLike = None,
-        grafting: Grafting | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(
-            batch_size_per_device=batch_size_per_device,
-            num_classes=num_classes,
-            backbone=backbone,
-            projection_hidden_dim=projection_hidden_dim,
-            projection_dim=projection_dim,
-            projection_layers=projection_layers,
-            prediction_layers=prediction_layers,
-            head_norm=head_norm,
-            temperature=temperature,
-            objective=objective,
-            momentum_start=momentum_start,
-            momentum_end=momentum_end,
-            freeze_patch_embed=freeze_patch_embed,
-            gather_distributed=gather_distributed,
-            optimizer=optimizer,
-            grafting=grafting,
+            head_norm=head_norm, freeze_patch_embed=freeze_patch_embed, **kwargs
         )
         num_patches = self.backbone.vit.patch_embed.num_patches
         check_num_chunks(num_patches, num_chunks, drop_remainder)
@@ -168,20 +128,11 @@ class MaskedMoCo(GraftedMoCo):
         self.num_chunks = num_chunks
         self.num_target_chunks = num_target_chunks
         self.log_kappa = log_kappa
-        if not predictor_last_norm:
-            self.predictor = mlp_head(
-                projection_dim,
-                projection_hidden_dim,
-                projection_dim,
-                prediction_layers,
-                head_norm,
-                last_norm=False,
-            )
-        self.objective = MaskedContrastiveObjective(
-            base=objective,
-            temperature=temperature,
-            gather_distributed=gather_distributed,
-        )
+
+    def make_objective(self, objective: nn.Module) -> nn.Module:
+        """The two-view objective per chunk (Eq. 3, Eq. 4)."""
+        assert isinstance(objective, Objective)
+        return MaskedContrastiveObjective(base=objective)
 
     @classmethod
     def default_optimizer(cls) -> GraftedStageOptimizer:
@@ -274,50 +225,20 @@ class MaskedBYOL(MaskedMoCo):
     lightly's ``NegativeCosineSimilarity`` (``-cos``) stands for Eq. 2's
     ``2 - 2 q.k``: the same minimiser, half the gradient scale.
 
-    Args: as :class:`MaskedMoCo` (``temperature`` and ``gather_distributed`` are
-        unused by BYOL's loss).
+    Args:
+        objective: The per-chunk two-view objective (``byol``).
+        predictor_last_norm: No norm after the predictor's last layer (§3.1).
+        **kwargs: :class:`MaskedMoCo`'s (``temperature`` and
+            ``gather_distributed`` are unused by BYOL's loss).
     """
 
     def __init__(
         self,
         *,
-        batch_size_per_device: int,
-        num_classes: int,
-        backbone: BackboneLike = "vit_base_patch16_224",
-        num_chunks: int = 8,
-        num_target_chunks: int = 1,
-        drop_remainder: bool = True,
-        projection_hidden_dim: int = 4096,
-        projection_dim: int = 256,
-        projection_layers: int = 3,
-        prediction_layers: int = 2,
-        head_norm: Norm = "layer",
+        objective: str = "byol",
         predictor_last_norm: bool = False,
-        momentum_start: float = 0.99,
-        momentum_end: float = 1.0,
-        freeze_patch_embed: bool = False,
-        log_kappa: bool = True,
-        optimizer: OptimizerLike = None,
-        grafting: Grafting | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(
-            batch_size_per_device=batch_size_per_device,
-            num_classes=num_classes,
-            backbone=backbone,
-            num_chunks=num_chunks,
-            num_target_chunks=num_target_chunks,
-            drop_remainder=drop_remainder,
-            projection_hidden_dim=projection_hidden_dim,
-            projection_dim=projection_dim,
-            projection_layers=projection_layers,
-            prediction_layers=prediction_layers,
-            head_norm=head_norm,
-            predictor_last_norm=predictor_last_norm,
-            objective="byol",
-            momentum_start=momentum_start,
-            momentum_end=momentum_end,
-            freeze_patch_embed=freeze_patch_embed,
-            log_kappa=log_kappa,
-            optimizer=optimizer,
-            grafting=grafting,
+            objective=objective, predictor_last_norm=predictor_last_norm, **kwargs
         )

@@ -24,14 +24,12 @@ from torch import Tensor
 from lightly_graft import zoo
 from lightly_graft.data.batched_views import IndependentViews
 from lightly_graft.methods import mae
-from lightly_graft.methods.base import BackboneLike, LossOutput, OptimizerLike
+from lightly_graft.methods.base import LossOutput
 from lightly_graft.methods.grafted_moco import GraftedMoCo
 from lightly_graft.methods.transforms import two_batched_views, two_view_transform
 from lightly_graft.modules.decoder import MAEDecoder
-from lightly_graft.modules.heads import Norm
 from lightly_graft.modules.masked_reconstruction import reconstruct_masked
 from lightly_graft.modules.objectives import build_objective
-from lightly_graft.training.grafting import Grafting
 from lightly_graft.training.optimizer import GraftedStageOptimizer
 
 
@@ -86,32 +84,20 @@ class MTL(GraftedMoCo):
     the minimally augmented MIM view (:func:`make_transform`).
 
     Args:
-        batch_size_per_device: Batch size per device.
-        num_classes: Online classifier classes (0: none).
-        backbone: ViT spec (default ViT-B/16).
         mask_ratio: MAE mask ratio (0.75).
         decoder_dim: MAE decoder width (512).
         decoder_depth: MAE decoder blocks (8).
         decoder_num_heads: MAE decoder heads (16).
         norm_pix: MAE's per-patch normalised pixel targets.
-        projection_hidden_dim: MoCo v3 projector/predictor hidden width (4096).
-        projection_dim: MoCo v3 output width (256).
-        projection_layers: Projector layers (3).
-        prediction_layers: Predictor layers (2).
-        head_norm: ``batch`` (MoCo v3) or ``layer``.
-        temperature: InfoNCE tau (0.2).
-        momentum_start: Momentum at step 0 (0.99), cosine to ``momentum_end``.
         freeze_patch_embed: Off by default: the MIM loss trains the patch
             embedding (MAE does).
         mim_weight: Weight of the MAE loss (1: the paper's plain sum).
         cl_weight: Weight of the MoCo v3 loss (1).
-        gather_distributed: Gather keys across ranks for the negatives.
-        optimizer: Default AdamW, base LR 1.5e-4 x batch/256 for every block,
-            wd 0.1, 40 warmup epochs (MoCo v3's ViT settings; the paper gives
-            no MTL-specific ones).
-        grafting: A :class:`~lightly_graft.training.grafting.Grafting` callback;
-            the method returns it from ``configure_callbacks()``, so it grafts
-            without being added to the Trainer's callbacks (None: no graft).
+        **kwargs: :class:`~lightly_graft.methods.grafted_moco.GraftedMoCo`'s
+            (MoCo v3's heads, ``temperature``, momentum, ...) and the base's;
+            ``optimizer`` default: AdamW, base LR 1.5e-4 x batch/256 for every
+            block, wd 0.1, 40 warmup epochs (MoCo v3's ViT settings; the paper
+            gives no MTL-specific ones).
     """
 
     num_views = 3
@@ -119,46 +105,17 @@ class MTL(GraftedMoCo):
     def __init__(
         self,
         *,
-        batch_size_per_device: int,
-        num_classes: int,
-        backbone: BackboneLike = "vit_base_patch16_224",
         mask_ratio: float = 0.75,
         decoder_dim: int = 512,
         decoder_depth: int = 8,
         decoder_num_heads: int = 16,
         norm_pix: bool = True,
-        projection_hidden_dim: int = 4096,
-        projection_dim: int = 256,
-        projection_layers: int = 3,
-        prediction_layers: int = 2,
-        head_norm: Norm = "batch",
-        temperature: float = 0.2,
-        momentum_start: float = 0.99,
-        momentum_end: float = 1.0,
         freeze_patch_embed: bool = False,
         mim_weight: float = 1.0,
         cl_weight: float = 1.0,
-        gather_distributed: bool = False,
-        optimizer: OptimizerLike = None,
-        grafting: Grafting | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            batch_size_per_device=batch_size_per_device,
-            num_classes=num_classes,
-            backbone=backbone,
-            projection_hidden_dim=projection_hidden_dim,
-            projection_dim=projection_dim,
-            projection_layers=projection_layers,
-            prediction_layers=prediction_layers,
-            head_norm=head_norm,
-            temperature=temperature,
-            momentum_start=momentum_start,
-            momentum_end=momentum_end,
-            freeze_patch_embed=freeze_patch_embed,
-            gather_distributed=gather_distributed,
-            optimizer=optimizer,
-            grafting=grafting,
-        )
+        super().__init__(freeze_patch_embed=freeze_patch_embed, **kwargs)
         if not 0.0 < mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}.")
         self.mask_ratio = mask_ratio

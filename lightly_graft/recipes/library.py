@@ -20,12 +20,15 @@ from typing import Any
 from pydantic import BaseModel, Field, create_model
 
 from lightly_graft.recipes.validation import STRICT
+from lightly_graft.signatures import keyword_arguments
 
 _ARG = re.compile(r"^    (\w+)(?: \([^)]*\))?: (.*)$")  # "    name (type): text"
 
 
 def library_default(func: Callable[..., Any], name: str) -> Any:
     """The default of the keyword argument ``name`` of ``func`` (or a class)."""
+    if isinstance(func, type):
+        return next(a.default for a in keyword_arguments(func) if a.name == name)
     return inspect.signature(func).parameters[name].default
 
 
@@ -47,20 +50,25 @@ def arg_docs(obj: Any) -> dict[str, str]:
     return {k: v.replace("``", "`") for k, v in docs.items()}
 
 
-def _parameters(target: type) -> Iterator[tuple[str, Any, Any]]:
-    """(name, annotation, default) of a dataclass's fields or of a class's
-    keyword arguments; ``inspect.Parameter.empty``: no default."""
+def _parameters(target: type) -> Iterator[tuple[str, Any, Any, str]]:
+    """(name, annotation, default, doc) of a dataclass's fields or of a class's
+    keyword arguments (along ``**kwargs`` to its bases); ``inspect.Parameter.
+    empty``: no default."""
     if dataclasses.is_dataclass(target):
         hints = typing.get_type_hints(target, include_extras=True)
+        docs = arg_docs(target)
         for f in dataclasses.fields(target):
             empty = f.default is dataclasses.MISSING
-            yield f.name, hints[f.name], inspect.Parameter.empty if empty else f.default
+            default = inspect.Parameter.empty if empty else f.default
+            yield f.name, hints[f.name], default, docs.get(f.name, "")
         return
-    init = vars(target).get("__init__") or target.__init__  # type: ignore[misc]
-    hints = typing.get_type_hints(init, include_extras=True)
-    for name, p in inspect.signature(init).parameters.items():
-        if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            yield name, hints.get(name, Any), p.default
+    for arg in keyword_arguments(target):
+        yield (
+            arg.name,
+            arg.annotation,
+            arg.default,
+            arg_docs(arg.owner).get(arg.name, ""),
+        )
 
 
 def signature_model(
@@ -75,13 +83,12 @@ def signature_model(
         optional: Every key may be left out (None: "the library's"); otherwise
             a key without a default is required.
     """
-    docs = arg_docs(target)
     fields: dict[str, Any] = {}
-    for key, annotation, default in _parameters(target):
+    for key, annotation, default, doc in _parameters(target):
         if key not in exclude:
             if optional:
                 annotation, default = annotation | None, None
             elif default is inspect.Parameter.empty:
                 default = ...
-            fields[key] = (annotation, Field(default, description=docs.get(key, "")))
+            fields[key] = (annotation, Field(default, description=doc))
     return create_model(name, __config__=STRICT, **fields)

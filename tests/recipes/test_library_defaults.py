@@ -5,10 +5,10 @@ constructor's defaults; a value the recipe gives wins."""
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from pathlib import Path
 
 import pytest
+import torch
 
 from lightly_graft import zoo
 from lightly_graft.recipes import (
@@ -20,6 +20,14 @@ from lightly_graft.recipes import (
 )
 from lightly_graft.recipes.methods import SET_BY_RECIPE
 
+BACKBONE = {
+    "name": "vit_tiny_patch16_224",
+    "img_size": 32,
+    "patch_size": 8,
+    "embed_dim": 32,
+    "depth": 3,
+    "num_heads": 2,
+}
 # 16 patches of 8 px, 3 blocks: every method's defaults fit (Masked MoCo's 8
 # chunks of 2 patches, GraftedMoCo's 3 stages of 1 block).
 RECIPE = """\
@@ -41,12 +49,12 @@ def _recipe(tmp_path: Path, method: str, extra: str = "") -> Path:
 
 
 def _constructor_defaults(cls: type) -> dict[str, object]:
-    parameters = inspect.signature(cls.__init__).parameters
-    return {
-        name: p.default
-        for name, p in parameters.items()
-        if name not in ("self", *SET_BY_RECIPE)
-    }
+    """What the constructor called with nothing but the required arguments
+    stores as its hyperparameters (Lightning reads them from the frames of
+    every ``__init__`` in the hierarchy, not from the signatures)."""
+    with torch.device("meta"):
+        method = cls(batch_size_per_device=8, num_classes=0, backbone=BACKBONE)
+    return {k: v for k, v in method.hparams.items() if k not in SET_BY_RECIPE}
 
 
 @pytest.mark.parametrize("name", zoo.names())

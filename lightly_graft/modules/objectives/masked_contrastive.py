@@ -41,18 +41,24 @@ class MaskedContrastiveObjective(Objective):
     ``ctr(q1, k2) + ctr(q2, k1)`` for every chunk).
 
     Args:
-        base: The two-view objective applied per chunk (``contrastive``, ``byol``).
-        temperature: InfoNCE tau, if the base takes one (MoCo v3: 0.2).
-        gather_distributed: Gather keys across ranks, if the base supports it.
+        base: The two-view objective applied per chunk: a registered name
+            (``contrastive``, ``byol``) or a built objective.
+        temperature: InfoNCE tau, if the base is a name that takes one (MoCo
+            v3: 0.2).
+        gather_distributed: Gather keys across ranks, if the base is a name
+            that supports it.
     """
 
     def __init__(
         self,
-        base: str = "contrastive",
+        base: str | Objective = "contrastive",
         temperature: float = 0.2,
         gather_distributed: bool = False,
     ) -> None:
         super().__init__()
+        if isinstance(base, Objective):
+            self.base = base
+            return
         given = {"temperature": temperature, "gather_distributed": gather_distributed}
         accepted = accepted_arguments(base)
         self.base = build_objective(
