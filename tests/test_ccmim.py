@@ -12,11 +12,9 @@ from lightly.models.utils import random_token_mask
 from torch.testing import assert_close
 
 from lightly_graft import zoo
-from lightly_graft.functional.importance import (
-    cls_attention_importance,
-    importance_token_mask,
-)
+from lightly_graft.functional.importance import importance_token_mask
 from lightly_graft.methods.ccmim import CCMIM
+from lightly_graft.modules.attention_hooks import cls_attention_importance
 from lightly_graft.modules.objectives import build_objective
 
 

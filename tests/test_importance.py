@@ -1,4 +1,5 @@
-"""Tests for lightly_graft.functional.importance (ccMIM §3.2, official code)."""
+"""Tests for ccMIM's importance (functional.importance and the CLS row of
+modules.attention_hooks; §3.2, official code)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ from scipy.stats import chisquare
 from timm.models.vision_transformer import VisionTransformer
 
 from lightly_graft.errors import GraftError
-from lightly_graft.functional.attention import attention_from_input, capture_attention
 from lightly_graft.functional.importance import (
     ccmim_token_mask,
+    importance_token_mask,
+)
+from lightly_graft.modules.attention_hooks import (
+    attention_from_input,
+    capture_attention,
     cls_attention_importance,
     cls_attention_row,
-    importance_token_mask,
 )
 
 

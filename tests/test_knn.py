@@ -12,7 +12,8 @@ from lightly.utils.benchmarking.knn import knn_predict
 
 from lightly_graft.errors import GraftError
 from lightly_graft.functional import knn
-from lightly_graft.functional.knn import knn_accuracy, knn_classify
+from lightly_graft.functional.accuracy import top_accuracy
+from lightly_graft.functional.knn import knn_classify
 
 
 def _clustered(num_bank=2000, num_queries=300, dim=32, num_classes=10, seed=0):
@@ -191,14 +192,14 @@ def test_knn_classify__empty_queries():
     assert pred.shape == (0, 3)
 
 
-def test_knn_accuracy__handcrafted():
+def test_top_accuracy__handcrafted():
     predictions = torch.tensor([[0, 1, 2], [2, 0, 1], [1, 2, 0], [0, 2, 1]])
     labels = torch.tensor([0, 0, 2, 1])
-    top1, top5 = knn_accuracy(predictions, labels)
+    top1, top5 = top_accuracy(predictions, labels)
     assert top1 == 0.25  # only the first query
     assert top5 == 1.0  # every label is among the 3 columns
     with pytest.raises(GraftError, match="do not match"):
-        knn_accuracy(predictions, labels[:3])
+        top_accuracy(predictions, labels[:3])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

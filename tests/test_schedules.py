@@ -3,12 +3,9 @@ from __future__ import annotations
 import math
 
 import pytest
+from references import warmup_cosine_scale
 
-from lightly_graft.functional.schedules import (
-    momentum_schedule,
-    scale_lr,
-    warmup_cosine_scale,
-)
+from lightly_graft.functional.schedules import momentum_schedule, scale_lr
 
 
 def test_momentum_schedule__start_middle_end() -> None:

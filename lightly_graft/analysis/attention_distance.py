@@ -25,10 +25,9 @@ from lightly_graft.analysis.plotting import (
     wrap,
     write_csv,
 )
-from lightly_graft.functional.attention import (
-    capture_attention,
-    mean_attention_distance,
-)
+from lightly_graft.functional.attention import mean_attention_distance
+from lightly_graft.modules.attention_hooks import capture_attention
+from lightly_graft.modules.embed import eval_mode
 
 
 @torch.no_grad()
@@ -54,14 +53,10 @@ def measure_attention_distance(
     """
     totals: dict[int, Tensor] = {}
     count = 0
-    was_training = vit.training
-    vit.eval()
-    try:
+    with eval_mode(vit):
         for images in image_batches:
             _add_batch(vit, images, totals, renormalize)
             count += images.shape[0]
-    finally:
-        vit.train(was_training)
     if count == 0:
         raise ValueError("measure_attention_distance got no batches.")
     return torch.stack([totals[i] for i in range(len(totals))]) / count

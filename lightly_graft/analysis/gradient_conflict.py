@@ -24,7 +24,7 @@ from lightly_graft.analysis.plotting import (
     wrap,
     write_csv,
 )
-from lightly_graft.functional.gradients import per_block_gradient_cosine
+from lightly_graft.functional.gradients import DEFAULT_TERMS, terms_gradient_cosine
 
 LossTerms = Callable[[Sequence[Tensor]], Mapping[str, Tensor]]
 
@@ -40,7 +40,7 @@ class GradientConflict:
     """
 
     values: dict[int, list[float]]
-    terms: tuple[str, str] = ("mim", "cl")
+    terms: tuple[str, str] = DEFAULT_TERMS
 
     def summary(self) -> list[dict[str, float | int]]:
         """One row per block: count, median, quartiles, min, max, mean."""
@@ -83,7 +83,7 @@ def measure_gradient_conflict(
     view_batches: Iterable[Sequence[Tensor]],
     params_by_block: Mapping[int, Sequence[Tensor]],
     *,
-    terms: tuple[str, str] = ("mim", "cl"),
+    terms: tuple[str, str] = DEFAULT_TERMS,
 ) -> GradientConflict:
     """Eq. 3 per block on each batch.
 
@@ -101,16 +101,7 @@ def measure_gradient_conflict(
     """
     values: dict[int, list[float]] = {block: [] for block in params_by_block}
     for views in view_batches:
-        losses = loss_terms(views)
-        missing = [name for name in terms if name not in losses]
-        if missing:
-            raise KeyError(
-                f"loss_terms returned {sorted(losses)}, not {missing}: pass two of "
-                f"those names as terms."
-            )
-        cosines = per_block_gradient_cosine(
-            losses[terms[0]], losses[terms[1]], params_by_block
-        )
+        cosines = terms_gradient_cosine(loss_terms(views), terms, params_by_block)
         for block, value in cosines.items():
             if not math.isnan(value):
                 values[block].append(value)

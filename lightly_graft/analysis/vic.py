@@ -34,6 +34,7 @@ from lightly_graft.functional.vic import (
     token_average,
     vic_statistics,
 )
+from lightly_graft.modules.embed import eval_mode
 
 STATISTICS = ("variance", "covariance", "invariance")  # the paper's panel order
 
@@ -109,19 +110,15 @@ def measure_vic(
             f"Unknown VIC definition '{definition}'; valid definitions: "
             f"{', '.join(VIC_DEFINITIONS)}."
         )
-    was_training = vit.training
-    vit.eval()
     pooled_a: list[list[Tensor]] = []
     pooled_b: list[list[Tensor]] = []
-    try:
+    with eval_mode(vit):
         for views in view_batches:
             for pooled, view in ((pooled_a, views[0]), (pooled_b, views[1])):
                 features = block_features(
                     vit, view, include_prefix_tokens=include_prefix_tokens
                 )
                 pooled.append([f.double().cpu() for f in features])
-    finally:
-        vit.train(was_training)
     if not pooled_a:
         raise ValueError("measure_vic got no batches.")
     depth = len(pooled_a[0])

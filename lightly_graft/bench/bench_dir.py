@@ -26,7 +26,7 @@ from lightly_graft.recipes.loader import recipe_from_tree
 from lightly_graft.recipes.yaml_io import dump_yaml, read_yaml
 from lightly_graft.run.lock import LOCK
 from lightly_graft.run.report import StageSummary
-from lightly_graft.run.run_dir import differing_keys
+from lightly_graft.run.run_dir import differing_keys, shown_keys
 from lightly_graft.training.divergence import DivergenceError
 
 SUITE = "suite.yaml"
@@ -275,7 +275,7 @@ class Bench:
             kept = {name: plain["arms"][name] for name in started}
             differ = differing_keys({**saved, "arms": started}, {**plain, "arms": kept})
             if differ:
-                shown = ", ".join(differ[:5]) + (" ..." if len(differ) > 5 else "")
+                shown = shown_keys(differ, most=5)
                 raise BenchExistsError(
                     f"cannot resume '{self.root}': the suite differs from the one it "
                     f"was started with at {shown}; undo the change, or give another "

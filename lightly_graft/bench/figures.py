@@ -19,20 +19,16 @@ if TYPE_CHECKING:
 
 def plot_metrics(collected: dict[str, Any], path: Path) -> Path:
     """One panel per metric: mean per arm with std error bars and seed dots."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from lightly_graft.analysis.plotting import new_figure, save_figure
 
     names = list(collected["arms"])
     shown = shown_metrics(collected)
-    fig, axes = plt.subplots(
-        1,
-        len(shown),
-        figsize=(4 * len(shown), 0.45 * len(names) + 1.5),
-        sharey=True,
-    )
-    for ax, metric in zip(np.atleast_1d(axes), shown, strict=True):
+    fig = new_figure(len(shown), width=4, height=0.45 * len(names) + 1.5)
+    axes = fig.axes
+    for ax in axes[1:]:  # one row of arm names, on the left
+        ax.sharey(axes[0])
+        ax.tick_params(labelleft=False)
+    for ax, metric in zip(axes, shown, strict=True):
         for i, name in enumerate(names):
             m = collected["arms"][name]["metrics"].get(metric)
             if m is None:
@@ -55,28 +51,20 @@ def plot_metrics(collected: dict[str, Any], path: Path) -> Path:
         ]
         if values:
             ax.set_xlim(max(0, min(values) - 5), min(100, max(values) + 3))
-    axes_list = np.atleast_1d(axes)
-    axes_list[0].set_yticks(
+    axes[0].set_yticks(
         range(len(names)), [collected["arms"][n]["title"] for n in names]
     )
-    axes_list[0].invert_yaxis()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    axes[0].invert_yaxis()
+    return save_figure(fig, path)
 
 
 def plot_knn_curves(collected: dict[str, Any], path: Path, bench: Bench) -> Path:
     """kNN top-1 per arm (seed mean) against cumulative training FLOPs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    from lightly_graft.analysis.plotting import new_figure, save_figure
     from lightly_graft.bench.arms import Job
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = new_figure(width=7, height=4.5)
+    ax = fig.axes[0]
     for i, (name, arm) in enumerate(collected["arms"].items()):
         curves = []
         for seed in arm["seeds"]:
@@ -106,11 +94,7 @@ def plot_knn_curves(collected: dict[str, Any], path: Path, bench: Bench) -> Path
     ax.set_ylabel("kNN top-1 (%), monitor")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def paper_figures(
@@ -223,14 +207,12 @@ def plot_conflict_during_training(
     per_epoch: dict[int, dict[int, float]], path: Path, *, title: str
 ) -> Path:
     """Fig 8: the MIM/CL gradient cosine per block at several epochs of training."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from lightly_graft.analysis.plotting import new_figure, save_figure
 
     epochs = sorted(per_epoch)
     shown = sorted({epochs[round(i * (len(epochs) - 1) / 3)] for i in range(4)})
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = new_figure(width=6, height=4)
+    ax = fig.axes[0]
     for i, epoch in enumerate(shown):
         blocks = per_epoch[epoch]
         ax.plot(
@@ -246,8 +228,4 @@ def plot_conflict_during_training(
     ax.set_title(title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -15,15 +15,13 @@ the Layer Grafted paper:
   training FLOPs equal ARM's total (matched compute).
 
 Validated by pydantic (unknown keys, wrong types and out-of-range values are
-errors); :func:`load_suite` turns pydantic's errors into one line naming the file,
-the key path, the value and the valid options, like recipes.
+errors); :func:`load_suite` turns pydantic's first error into one line naming the
+file, the key path, the value and the valid options, worded by
+:mod:`lightly_graft.recipes.validation` as every recipe error is.
 """
 
 from __future__ import annotations
 
-import re
-import types
-import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -32,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from lightly_graft.errors import RecipeError, did_you_mean, format_options
 from lightly_graft.eval.fewshot import DEFAULT_CS, DEFAULT_FRACTIONS
 from lightly_graft.eval.linear import DEFAULT_LRS
+from lightly_graft.recipes.validation import At, first_problem
 from lightly_graft.recipes.yaml_io import read_yaml
 
 #: Metrics of one (arm, seed), in the order the table shows them.
@@ -152,7 +151,7 @@ class Arm(_Model):
     def _one_source(self) -> Arm:
         if (self.recipe is None) == (self.stages is None):
             given = "both" if self.recipe is not None else "neither"
-            raise ValueError(f"give exactly one of 'recipe' and 'stages' (got {given})")
+            raise At("", f"give exactly one of 'recipe' and 'stages' (got {given})")
         return self
 
 
@@ -186,9 +185,9 @@ class Claim(_Model):
     @model_validator(mode="after")
     def _shape(self) -> Claim:
         if self.kind == "order" and (self.metric is None or len(self.order) < 2):
-            raise ValueError("an 'order' claim needs a metric and at least two arms")
+            raise At("", "an 'order' claim needs a metric and at least two arms")
         if self.kind == "falls_with_depth" and len(self.order) != 1:
-            raise ValueError("a 'falls_with_depth' claim names one arm in 'order'")
+            raise At("", "a 'falls_with_depth' claim names one arm in 'order'")
         return self
 
 
@@ -221,7 +220,7 @@ class Suite(_Model):
         names = [arm.name for arm in self.arms]
         for i, name in enumerate(names):
             if name in names[:i]:
-                raise _AtPath(f"arms[{i}].name", f"'{name}' is used by an earlier arm")
+                raise At(f"arms[{i}].name", f"'{name}' is used by an earlier arm")
         for i, arm in enumerate(self.arms):
             budget = arm.budget.match if arm.budget is not None else None
             refs = (
@@ -231,22 +230,20 @@ class Suite(_Model):
             )
             for key, ref in refs:
                 if ref is not None and ref not in names:
-                    raise _AtPath(f"arms[{i}].{key}", _unknown_arm(ref, names))
+                    raise At(f"arms[{i}].{key}", _unknown_arm(ref, names))
                 if ref == arm.name:
-                    raise _AtPath(f"arms[{i}].{key}", "an arm cannot refer to itself")
+                    raise At(f"arms[{i}].{key}", "an arm cannot refer to itself")
         for field_name in ("gradient_conflict", "vic", "attention_distance", "tsne"):
             for j, ref in enumerate(getattr(self.figures, field_name)):
                 if ref not in names:
-                    raise _AtPath(
-                        f"figures.{field_name}[{j}]", _unknown_arm(ref, names)
-                    )
+                    raise At(f"figures.{field_name}[{j}]", _unknown_arm(ref, names))
         for j, ref in enumerate(self.lr_sweep.arms or () if self.lr_sweep else ()):
             if ref not in names:
-                raise _AtPath(f"lr_sweep.arms[{j}]", _unknown_arm(ref, names))
+                raise At(f"lr_sweep.arms[{j}]", _unknown_arm(ref, names))
         for i, claim in enumerate(self.claims):
             for j, ref in enumerate(claim.order):
                 if ref not in names:
-                    raise _AtPath(f"claims[{i}].order[{j}]", _unknown_arm(ref, names))
+                    raise At(f"claims[{i}].order[{j}]", _unknown_arm(ref, names))
         for i, arm in enumerate(self.arms):
             _check_acyclic(self, arm.name, [], i)
         return self
@@ -267,15 +264,6 @@ class Suite(_Model):
         return sweep.arms is None or arm.name in sweep.arms
 
 
-class _AtPath(ValueError):
-    """A cross-field problem, located at a key path of the suite."""
-
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(message)
-        self.path = path
-        self.message = message
-
-
 def _unknown_arm(ref: str, names: list[str]) -> str:
     return f"'{ref}' is not an arm{did_you_mean(ref, names)}; arms: {format_options(names)}"
 
@@ -283,9 +271,7 @@ def _unknown_arm(ref: str, names: list[str]) -> str:
 def _check_acyclic(suite: Suite, name: str, seen: list[str], index: int) -> None:
     if name in seen:
         chain = " -> ".join([*seen, name])
-        raise _AtPath(
-            f"arms[{index}]", f"arms depend on each other in a cycle: {chain}"
-        )
+        raise At(f"arms[{index}]", f"arms depend on each other in a cycle: {chain}")
     arm = suite.arm(name)
     for ref in _refs(arm):
         if ref is not None:
@@ -309,75 +295,6 @@ def dependencies(suite: Suite, arm: Arm) -> list[str]:
     return out
 
 
-# --- errors -------------------------------------------------------------------
-
-
-def _unwrap(annotation: Any) -> list[Any]:
-    """The model classes an annotation may hold (through Optional, tuples, ...)."""
-    origin = typing.get_origin(annotation)
-    if origin is Annotated:
-        return _unwrap(typing.get_args(annotation)[0])
-    if origin in (typing.Union, types.UnionType, tuple, list):
-        return [m for arg in typing.get_args(annotation) for m in _unwrap(arg)]
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [annotation]
-    return []
-
-
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    model: type[BaseModel] | None = Suite
-    for part in loc:
-        if model is None:
-            return None
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(str(part))
-        if field is None:
-            return None
-        found = _unwrap(field.annotation)
-        model = found[0] if found else None
-    return model
-
-
-def _path(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif not re.match(r"^function-|^[a-z_]+\[", str(part)):
-            out += f".{part}" if out else str(part)
-    return out
-
-
-def _message(error: dict[str, Any]) -> tuple[str, str]:
-    loc = tuple(error["loc"])
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        parent = _model_at(loc[:-1])
-        keys = list(parent.model_fields) if parent is not None else []
-        key = str(loc[-1])
-        return _path(loc[:-1]), (
-            f"unknown key '{key}'{did_you_mean(key, keys)}; valid keys: "
-            f"{format_options(keys)}"
-        )
-    if kind == "missing":
-        return _path(loc), "is required"
-    value = error.get("input")
-    if kind == "literal_error":
-        expected = error.get("ctx", {}).get("expected", "")
-        options = re.findall(r"'([^']*)'", expected)
-        return _path(loc), (
-            f"'{value}' is not valid{did_you_mean(str(value), options)}; valid: "
-            f"{expected}"
-        )
-    if kind == "value_error":
-        cause = error.get("ctx", {}).get("error")
-        if isinstance(cause, _AtPath):
-            return cause.path, cause.message
-        return _path(loc), str(cause) if cause is not None else error["msg"]
-    return _path(loc), f"{error['msg'].lower()}, got {value!r}"
-
-
 def suite_from_tree(tree: Any, *, source: str) -> Suite:
     """Validates a parsed suite (a mapping); errors name ``source`` and the key."""
     if not isinstance(tree, dict):
@@ -388,9 +305,7 @@ def suite_from_tree(tree: Any, *, source: str) -> Suite:
     try:
         return Suite.model_validate(tree)
     except ValidationError as error:
-        path, message = _message(dict(error.errors()[0]))
-        where = f"{path}: " if path else ""
-        raise RecipeError(f"{source}: {where}{message}") from None
+        raise RecipeError(f"{source}: {first_problem(error, Suite)}") from None
 
 
 def read_suite_tree(path: str | Path, *, _seen: tuple[Path, ...] = ()) -> Any:

@@ -53,7 +53,7 @@ import torch
 from lightly.transforms.utils import IMAGENET_NORMALIZE
 from torch import Tensor, nn
 
-from lightly_graft.data.view_presets import PRESETS
+from lightly_graft.data.view_presets import DIAGONAL_CROP_SCALE, PRESETS
 from lightly_graft.errors import DataError, GraftError, did_you_mean, format_options
 
 # lightly's BYOL colour jitter and grayscale (BYOLView1Transform's defaults).
@@ -203,30 +203,8 @@ class SharedCropViews(BatchedViews):
     """Masked MoCo's ``light``: one crop + flip per image, colour-augmented twice
     (:class:`~lightly_graft.data.view_presets.SharedCropTransform`)."""
 
-    def __init__(
-        self,
-        input_size: int,
-        min_scale: float,
-        normalize: dict[str, list[float]] | None,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(normalize, seed)
-        self.crop = nn.Sequential(*_crop(input_size, min_scale, 0.5))
-        self.color = nn.Sequential(*_color())
-
-    def views(self, images: Tensor) -> list[Tensor]:
-        crop = self.crop(images)
-        return [self.color(crop), self.color(crop)]
-
-
-class DiagonalCropViews(BatchedViews):
-    """Masked MoCo's ``medium``: two crops on the diagonal of one larger crop
-    (:class:`~lightly_graft.data.view_presets.DiagonalCropTransform`): shift
-    ``s`` uniform in 0..room and offset ``o`` uniform in 0..room - s, per image.
-
-    The two integer-offset crops are a gather (per-sample slicing); kornia's
-    box crops would resample through a warp for the same pixels.
-    """
+    #: Side of the one crop per image, as a multiple of ``input_size``.
+    crop_scale = 1.0
 
     def __init__(
         self,
@@ -237,13 +215,29 @@ class DiagonalCropViews(BatchedViews):
     ) -> None:
         super().__init__(normalize, seed)
         self.input_size = input_size
-        self.big_size = round(input_size * 256 / 224)
-        self.crop = nn.Sequential(*_crop(self.big_size, min_scale, 0.5))
+        self.crop_size = round(input_size * self.crop_scale)
+        self.crop = nn.Sequential(*_crop(self.crop_size, min_scale, 0.5))
         self.color = nn.Sequential(*_color())
 
     def views(self, images: Tensor) -> list[Tensor]:
+        crop = self.crop(images)
+        return [self.color(crop), self.color(crop)]
+
+
+class DiagonalCropViews(SharedCropViews):
+    """Masked MoCo's ``medium``: two crops on the diagonal of one larger crop
+    (:class:`~lightly_graft.data.view_presets.DiagonalCropTransform`): shift
+    ``s`` uniform in 0..room and offset ``o`` uniform in 0..room - s, per image.
+
+    The two integer-offset crops are a gather (per-sample slicing); kornia's
+    box crops would resample through a warp for the same pixels.
+    """
+
+    crop_scale = DIAGONAL_CROP_SCALE
+
+    def views(self, images: Tensor) -> list[Tensor]:
         big = self.crop(images)
-        batch, room = big.shape[0], self.big_size - self.input_size
+        batch, room = big.shape[0], self.crop_size - self.input_size
         # shift uniform in 0..room; offset uniform in 0..room - shift (CPU draws)
         shift = torch.floor(torch.rand(batch) * (room + 1)).long()
         offset = torch.floor(torch.rand(batch) * (room - shift + 1)).long()

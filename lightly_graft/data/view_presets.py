@@ -29,6 +29,9 @@ from torch import Tensor
 from lightly_graft.errors import GraftError, did_you_mean, format_options
 
 PRESETS = ("strong", "medium", "light")
+#: ``medium``: the large crop's side over the views' (256 / 224: 32 px of room
+#: for the diagonal shift at 224).
+DIAGONAL_CROP_SCALE = 256 / 224
 
 # one image (PIL or tensor) -> the list of its views
 ViewTransform = Callable[[Any], list[Tensor]]
@@ -55,15 +58,20 @@ class SharedCropTransform:
         normalize: ``{"mean": [...], "std": [...]}`` or None.
     """
 
+    #: Side of the one crop per image, as a multiple of ``input_size``.
+    crop_scale = 1.0
+
     def __init__(
         self,
         input_size: int = 224,
         min_scale: float = 0.08,
         normalize: dict[str, list[float]] | None = IMAGENET_NORMALIZE,
     ) -> None:
+        self.input_size = input_size
+        self.crop_size = round(input_size * self.crop_scale)
         self.crop = T.Compose(
             [
-                T.RandomResizedCrop(input_size, scale=(min_scale, 1.0)),
+                T.RandomResizedCrop(self.crop_size, scale=(min_scale, 1.0)),
                 T.RandomHorizontalFlip(),
             ]
         )
@@ -74,39 +82,22 @@ class SharedCropTransform:
         return [self.color(crop), self.color(crop)]
 
 
-class DiagonalCropTransform:
+class DiagonalCropTransform(SharedCropTransform):
     """``medium``: two crops on the diagonal of one larger crop (CMAE-style shift).
 
     A random resized crop of ``round(input_size * 256 / 224)`` px (plus flip), then
     two ``input_size`` crops whose top-left corners are ``(o, o)`` and
     ``(o + s, o + s)`` with the shift ``s`` uniform in 0..(big - input_size) (0..32
     px at 224) and ``o`` uniform in the room left; colour augmentation per view.
-
-    Args:
-        input_size: Output size in pixels.
-        min_scale: Lower bound of the large crop's area fraction.
-        normalize: ``{"mean": [...], "std": [...]}`` or None.
+    Arguments as :class:`SharedCropTransform` (``min_scale`` bounds the large
+    crop).
     """
 
-    def __init__(
-        self,
-        input_size: int = 224,
-        min_scale: float = 0.08,
-        normalize: dict[str, list[float]] | None = IMAGENET_NORMALIZE,
-    ) -> None:
-        self.input_size = input_size
-        self.big_size = round(input_size * 256 / 224)
-        self.crop = T.Compose(
-            [
-                T.RandomResizedCrop(self.big_size, scale=(min_scale, 1.0)),
-                T.RandomHorizontalFlip(),
-            ]
-        )
-        self.color = _color_and_tensor(normalize)
+    crop_scale = DIAGONAL_CROP_SCALE
 
     def __call__(self, image: Any) -> list[Tensor]:
         big = self.crop(image)
-        room = self.big_size - self.input_size
+        room = self.crop_size - self.input_size
         shift = int(torch.randint(0, room + 1, ()).item())
         offset = int(torch.randint(0, room - shift + 1, ()).item())
         size = self.input_size

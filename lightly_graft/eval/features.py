@@ -42,25 +42,9 @@ def check_features(
     num_classes: int,
 ) -> None:
     """Raises GraftError unless train/test features and labels fit together."""
-    for name, x, y in (
-        ("train", train_features, train_labels),
-        ("test", test_features, test_labels),
-    ):
-        if x.ndim != 2 or y.shape != x.shape[:1] or x.shape[0] == 0:
-            raise GraftError(
-                f"{name} features {tuple(x.shape)} and labels {tuple(y.shape)} must "
-                "be non-empty (num_samples, dim) and (num_samples,)."
-            )
-        if int(y.min()) < 0 or int(y.max()) >= num_classes:
-            raise GraftError(
-                f"{name} labels span [{int(y.min())}, {int(y.max())}] but must lie "
-                f"in [0, {num_classes}) for num_classes={num_classes}."
-            )
-    if train_features.shape[1] != test_features.shape[1]:
-        raise GraftError(
-            f"train features have dim {train_features.shape[1]} but test features "
-            f"{test_features.shape[1]}: they must come from the same backbone."
-        )
+    _check_split("train", train_features, train_labels, num_classes)
+    _check_split("test", test_features, test_labels, num_classes)
+    _check_same_dim("train", train_features, "test", test_features)
 
 
 def check_validation(
@@ -72,19 +56,27 @@ def check_validation(
         raise GraftError("give both val_features and val_labels, or neither.")
     if features is None or labels is None:
         return False
-    if features.ndim != 2 or labels.shape != features.shape[:1] or not len(labels):
-        raise GraftError(
-            f"validation features {tuple(features.shape)} and labels "
-            f"{tuple(labels.shape)} must be non-empty (num_val, dim) and (num_val,)."
-        )
-    if features.shape[1] != train.shape[1]:
-        raise GraftError(
-            f"validation features have dim {features.shape[1]} but train features "
-            f"{train.shape[1]}: they must come from the same backbone."
-        )
-    if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
-        raise GraftError(
-            f"validation labels span [{int(labels.min())}, {int(labels.max())}] but "
-            f"must lie in [0, {num_classes})."
-        )
+    _check_split("validation", features, labels, num_classes)
+    _check_same_dim("validation", features, "train", train)
     return True
+
+
+def _check_split(name: str, x: Tensor, y: Tensor, num_classes: int) -> None:
+    if x.ndim != 2 or y.shape != x.shape[:1] or x.shape[0] == 0:
+        raise GraftError(
+            f"{name} features {tuple(x.shape)} and labels {tuple(y.shape)} must "
+            "be non-empty (num_samples, dim) and (num_samples,)."
+        )
+    if int(y.min()) < 0 or int(y.max()) >= num_classes:
+        raise GraftError(
+            f"{name} labels span [{int(y.min())}, {int(y.max())}] but must lie "
+            f"in [0, {num_classes}) for num_classes={num_classes}."
+        )
+
+
+def _check_same_dim(name: str, x: Tensor, other: str, reference: Tensor) -> None:
+    if x.shape[1] != reference.shape[1]:
+        raise GraftError(
+            f"{name} features have dim {x.shape[1]} but {other} features "
+            f"{reference.shape[1]}: they must come from the same backbone."
+        )

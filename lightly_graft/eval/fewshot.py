@@ -27,6 +27,7 @@ from torch import Tensor
 
 from lightly_graft.errors import DataError, GraftError
 from lightly_graft.eval.features import check_features, check_validation
+from lightly_graft.functional.accuracy import top_accuracy, top_classes
 
 SUBSETS_FORMAT = "lightly_graft.fewshot_subsets"
 DEFAULT_FRACTIONS = (0.01, 0.1)
@@ -229,10 +230,6 @@ def _score(
     model: LogisticRegression, test_x: np.ndarray, test_y: np.ndarray
 ) -> dict[str, float]:
     probabilities = torch.from_numpy(model.predict_proba(test_x))
-    classes = torch.from_numpy(model.classes_)
-    top = classes[probabilities.topk(min(5, classes.numel()), dim=1).indices]
-    hits = top == torch.from_numpy(test_y).view(-1, 1)
-    return {
-        "top1": hits[:, 0].double().mean().item(),
-        "top5": hits.any(dim=1).double().mean().item(),
-    }
+    top = torch.from_numpy(model.classes_)[top_classes(probabilities)]
+    top1, top5 = top_accuracy(top, torch.from_numpy(test_y))
+    return {"top1": top1, "top5": top5}

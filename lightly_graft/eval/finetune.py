@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from lightly_graft.errors import GraftError
+from lightly_graft.functional.accuracy import top_accuracy, top_classes
 from lightly_graft.modules.backbone import wrap_vit
 from lightly_graft.training.optimizer import GraftedStageOptimizer
 
@@ -103,14 +104,10 @@ class FinetuneClassifier(pl.LightningModule):
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         images, targets = batch[0], batch[1]
-        logits = self(images)
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        hits = top == targets.view(-1, 1)
+        top1, top5 = top_accuracy(top_classes(self(images)), targets)
         size = targets.shape[0]
-        self.log("val/top1", hits[:, 0].float().mean(), batch_size=size, sync_dist=True)
-        self.log(
-            "val/top5", hits.any(1).float().mean(), batch_size=size, sync_dist=True
-        )
+        self.log("val/top1", top1, batch_size=size, sync_dist=True)
+        self.log("val/top5", top5, batch_size=size, sync_dist=True)
 
     def configure_optimizers(self):
         total_steps = int(self.trainer.estimated_stepping_batches)

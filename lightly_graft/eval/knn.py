@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from lightly_graft.functional.knn import Backend, knn_accuracy, knn_classify
+from lightly_graft.functional.accuracy import top_accuracy
+from lightly_graft.functional.knn import Backend, knn_classify
 
 
 def knn_eval(
@@ -43,5 +44,5 @@ def knn_eval(
         temperature=temperature,
         backend=backend,
     )
-    top1, top5 = knn_accuracy(predictions, test_labels)
+    top1, top5 = top_accuracy(predictions, test_labels)
     return {"top1": top1, "top5": top5, "k": k, "temperature": temperature}

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from lightly_graft.errors import GraftError, format_options
 from lightly_graft.eval.features import check_features, check_validation
-from lightly_graft.functional.knn import knn_accuracy
+from lightly_graft.functional.accuracy import top_accuracy, top_classes
 
 OPTIMIZERS = ("sgd", "lars")
 DEFAULT_LRS = (0.01, 0.03, 0.1, 0.3, 1.0)
@@ -179,7 +179,5 @@ def _train(
 
 @torch.no_grad()
 def _accuracy(classifier: nn.Linear, features: Tensor, labels: Tensor) -> dict:
-    logits = classifier(features)
-    top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-    top1, top5 = knn_accuracy(top, labels)
+    top1, top5 = top_accuracy(top_classes(classifier(features)), labels)
     return {"top1": top1, "top5": top5}

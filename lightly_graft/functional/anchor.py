@@ -14,6 +14,21 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+#: The norm orders of the anchor: 2, squared l2 (paper); 1, l1 (official code).
+ANCHOR_NORMS = (1, 2)
+
+
+def check_anchor_p(p: int, name: str = "p") -> int:
+    """Returns ``p``; raises ValueError unless it is one of :data:`ANCHOR_NORMS`.
+
+    Args:
+        p: The norm order.
+        name: How the caller's argument is called, for the message.
+    """
+    if p not in ANCHOR_NORMS:
+        raise ValueError(f"{name} must be 1 or 2, got {p}.")
+    return p
+
 
 def anchor_penalty(
     params: Sequence[Tensor],
@@ -32,8 +47,7 @@ def anchor_penalty(
     Returns:
         Scalar penalty; 0 if ``params`` is empty.
     """
-    if p not in (1, 2):
-        raise ValueError(f"p must be 1 or 2, got {p}.")
+    check_anchor_p(p)
     if len(params) != len(references):
         raise ValueError(
             f"Got {len(params)} parameters but {len(references)} references."

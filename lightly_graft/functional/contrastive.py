@@ -82,24 +82,3 @@ def infonce_with_keys(
     logits = query @ key.T / temperature  # (batch_size, world_size * batch_size)
     labels = torch.arange(query.shape[0], device=query.device) + offset
     return F.cross_entropy(logits, labels) * (2 * temperature)
-
-
-def symmetric_infonce(
-    queries: tuple[Tensor, Tensor],
-    keys: tuple[Tensor, Tensor],
-    temperature: float = 0.2,
-    gather_distributed: bool = False,
-) -> Tensor:
-    """MoCo v3's symmetric loss ``ctr(q1, k2) + ctr(q2, k1)``.
-
-    Args:
-        queries: (q1, q2), each (batch_size, dim): predictor outputs of both views.
-        keys: (k1, k2), each (batch_size, dim): momentum-encoder outputs.
-        temperature: Softmax temperature.
-        gather_distributed: Gather keys across ranks (see :func:`infonce`).
-    """
-    q1, q2 = queries
-    k1, k2 = keys
-    return infonce(q1, k2, temperature, gather_distributed) + infonce(
-        q2, k1, temperature, gather_distributed
-    )

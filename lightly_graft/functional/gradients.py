@@ -20,6 +20,9 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+#: The two loss terms compared by default: the ``mtl`` method's MIM and CL losses.
+DEFAULT_TERMS: tuple[str, str] = ("mim", "cl")
+
 
 def flat_gradient_dot_and_norms(
     grads_a: Sequence[Tensor | None], grads_b: Sequence[Tensor | None]
@@ -111,6 +114,34 @@ def per_block_gradient_cosine(
             # Rounding can push |cos| a hair above 1 for parallel gradients.
             cosines[block] = max(-1.0, min(1.0, dot / (norm_a * norm_b)))
     return cosines
+
+
+def terms_gradient_cosine(
+    losses: Mapping[str, Tensor],
+    terms: tuple[str, str],
+    params_by_block: Mapping[int, Sequence[Tensor]],
+    *,
+    owner: str = "loss_terms",
+    fix: str = "pass two of those names as terms",
+) -> dict[int, float]:
+    """:func:`per_block_gradient_cosine` of two named entries of ``losses``.
+
+    Args:
+        losses: Loss name -> scalar loss (a method's ``loss_terms(views)``).
+        terms: The two names to compare.
+        params_by_block: As :func:`per_block_gradient_cosine`.
+        owner, fix: Who returned ``losses`` and how to choose other ``terms``,
+            for the error.
+
+    Raises:
+        KeyError: ``losses`` lacks one of ``terms``.
+    """
+    missing = [name for name in terms if name not in losses]
+    if missing:
+        raise KeyError(f"{owner} returned {sorted(losses)}, not {missing}: {fix}.")
+    return per_block_gradient_cosine(
+        losses[terms[0]], losses[terms[1]], params_by_block
+    )
 
 
 def block_parameters(blocks: Sequence[nn.Module]) -> dict[int, list[Tensor]]:

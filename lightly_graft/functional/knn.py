@@ -117,30 +117,6 @@ def knn_classify(
     return torch.cat(predictions).to(device)
 
 
-def knn_accuracy(predictions: Tensor, labels: Tensor) -> tuple[float, float]:
-    """Top-1 and top-5 accuracy of ranked predictions, as fractions in [0, 1].
-
-    Args:
-        predictions: Ranked class predictions from :func:`knn_classify`,
-            (num_queries, num_top) with num_top <= 5.
-        labels: True labels, (num_queries,).
-
-    Returns:
-        ``(top1, top5)``; top5 counts a hit in any of the ``num_top`` columns.
-    """
-    if predictions.ndim != 2 or labels.shape != predictions.shape[:1]:
-        raise GraftError(
-            f"predictions {tuple(predictions.shape)} and labels "
-            f"{tuple(labels.shape)} do not match: expected (num_queries, num_top) "
-            "and (num_queries,)."
-        )
-    if predictions.shape[0] == 0:
-        raise GraftError("cannot compute an accuracy over 0 queries.")
-    labels = labels.to(predictions.device).view(-1, 1)
-    hits = predictions[:, :5] == labels
-    return hits[:, 0].float().mean().item(), hits.any(dim=1).float().mean().item()
-
-
 def _vote(
     sims: Tensor, labels: Tensor, num_classes: int, temperature: float, num_top: int
 ) -> Tensor:

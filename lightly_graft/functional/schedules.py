@@ -7,7 +7,7 @@ function.
 
 from __future__ import annotations
 
-from lightly.utils.scheduler import cosine_schedule, cosine_warmup_schedule
+from lightly.utils.scheduler import cosine_schedule
 
 #: Batch size at which a base LR is the LR itself (Goyal et al., 2017; MAE; MoCo v3).
 REFERENCE_BATCH_SIZE = 256
@@ -45,31 +45,4 @@ def momentum_schedule(
     """
     return cosine_schedule(
         step=step, max_steps=max_steps, start_value=start, end_value=end
-    )
-
-
-def warmup_cosine_scale(
-    step: int, max_steps: int, warmup_steps: int, end_scale: float = 0.0
-) -> float:
-    """Multiplier of a linear warmup then cosine decay schedule.
-
-    The multiplier rises linearly to 1 over ``warmup_steps`` (``(step + 1) /
-    warmup_steps``, lightly's convention, so the first step does not have LR 0),
-    then decays by a half cosine to ``end_scale`` at ``max_steps - 1``. Each
-    parameter group's LR is its own base LR times this multiplier.
-
-    Args:
-        step: Current optimizer step.
-        max_steps: Total number of optimizer steps.
-        warmup_steps: Number of warmup steps (0 for none).
-        end_scale: Final multiplier.
-    """
-    warmup_steps = min(warmup_steps, max_steps)
-    return cosine_warmup_schedule(
-        step=step,
-        max_steps=max_steps,
-        start_value=1.0,
-        end_value=end_scale,
-        warmup_steps=warmup_steps,
-        warmup_start_value=0.0,
     )

@@ -5,7 +5,7 @@ papers/ccmim_contextual_mim.md, §3.2, and the official code
 
 1. Importance: a no-grad forward of the full image; the CLS token's attention to
    the patches, head-averaged, summed over all blocks
-   (``functional.importance.cls_attention_importance``).
+   (``modules.attention_hooks.cls_attention_importance``).
 2. Split: importance sampling with noise, ``softmax(a) / softmax(u)``; the masked
    set holds the high-importance patches, the lowest 25% are visible
    (``functional.importance.importance_token_mask``); ``random_masking=True``
@@ -29,12 +29,10 @@ import torch
 from torch import Tensor
 
 from lightly_graft import zoo
-from lightly_graft.functional.importance import (
-    ccmim_token_mask,
-    cls_attention_importance,
-)
+from lightly_graft.functional.importance import ccmim_token_mask
 from lightly_graft.methods.base import LossOutput
 from lightly_graft.methods.mae import MAE, make_batched_transform, make_transform
+from lightly_graft.modules.attention_hooks import cls_attention_importance
 from lightly_graft.modules.heads import mlp_head
 from lightly_graft.modules.masked_reconstruction import reconstruct_masked
 from lightly_graft.modules.objectives.ccmim import CCMIMObjective

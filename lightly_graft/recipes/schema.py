@@ -34,6 +34,7 @@ from pydantic import (
 
 from lightly_graft.analysis.run import KINDS
 from lightly_graft.data.datamodule import SSLDataModule
+from lightly_graft.functional.anchor import ANCHOR_NORMS
 from lightly_graft.recipes.library import library_default, signature_model
 from lightly_graft.recipes.validation import STRICT, At, as_lists
 from lightly_graft.training.checkpoints import FORMATS
@@ -48,12 +49,15 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 if TYPE_CHECKING:
     Format = str
     Analysis = str
+    AnchorNorm = int
     OptimizerConfig = BaseModel
 else:
     # One source each: the checkpoint formats of training.checkpoints, the kinds
-    # of analysis.run, the fields of GraftedStageOptimizer (every key optional).
+    # of analysis.run, the anchor's norm orders of functional.anchor, the fields
+    # of GraftedStageOptimizer (every key optional).
     Format = Literal[FORMATS]
     Analysis = Literal[KINDS]
+    AnchorNorm = Literal[ANCHOR_NORMS]
     OptimizerConfig = signature_model(
         GraftedStageOptimizer, name="OptimizerConfig", optional=True
     )
@@ -233,7 +237,7 @@ class AnchorConfig(Section):
         "lambda of the anchor penalty (0: off). Paper: l2, ViT-L only.",
         _graft("anchor_weight"),
     )
-    p: Literal[1, 2] = doc(
+    p: AnchorNorm = doc(
         "2: lambda*||w - w_mim||^2 (paper); 1: lambda*sum|w - w_mim| (official code).",
         _graft("anchor_p"),
     )

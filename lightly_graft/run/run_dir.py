@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,11 @@ def differing_keys(old: Any, new: Any) -> list[str]:
     """Key paths whose values differ between two plain recipe trees."""
     a, b = _leaves(old), _leaves(new)
     return sorted(k for k in a.keys() | b.keys() if a.get(k, "∅") != b.get(k, "∅"))
+
+
+def shown_keys(keys: Sequence[str], most: int = 8) -> str:
+    """The first ``most`` key paths for a message, then " ..." if there are more."""
+    return ", ".join(keys[:most]) + (" ..." if len(keys) > most else "")
 
 
 @dataclass(frozen=True)
@@ -217,7 +223,7 @@ class RunDirectory:
         current = {k: v for k, v in recipe_plain.items() if k != "derived"}
         changed = differing_keys(saved, current)
         if changed:
-            shown = ", ".join(changed[:8]) + (" ..." if len(changed) > 8 else "")
+            shown = shown_keys(changed)
             raise RunExistsError(
                 f"cannot resume '{self.root}': the recipe differs from the one it was "
                 f"started with at {shown}; resume with the same recipe and --set "

@@ -21,8 +21,9 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from lightly_graft.functional.gradients import (
+    DEFAULT_TERMS,
     block_parameters,
-    per_block_gradient_cosine,
+    terms_gradient_cosine,
 )
 
 
@@ -56,7 +57,7 @@ class GradientConflictMonitor(pl.Callback):
         self,
         every_n_steps: int = 100,
         window: int = 10,
-        terms: tuple[str, str] = ("mim", "cl"),
+        terms: tuple[str, str] = DEFAULT_TERMS,
         log_prefix: str = "grad_conflict",
     ) -> None:
         if every_n_steps < 1 or window < 1:
@@ -117,16 +118,12 @@ class GradientConflictMonitor(pl.Callback):
         """Per-block cosine on one batch of views, leaving the module as it was."""
         params_by_block = block_parameters(_encoder_blocks(pl_module))
         with _observe_only(pl_module), torch.enable_grad():
-            losses = pl_module.loss_terms(views)  # type: ignore[operator]
-            missing = [name for name in self.terms if name not in losses]
-            if missing:
-                raise KeyError(
-                    f"loss_terms of {type(pl_module).__name__} returned "
-                    f"{sorted(losses)}, not {missing}; set "
-                    f"GradientConflictMonitor(terms=...) to two of those names."
-                )
-            return per_block_gradient_cosine(
-                losses[self.terms[0]], losses[self.terms[1]], params_by_block
+            return terms_gradient_cosine(
+                pl_module.loss_terms(views),  # type: ignore[operator]
+                self.terms,
+                params_by_block,
+                owner=f"loss_terms of {type(pl_module).__name__}",
+                fix="set GradientConflictMonitor(terms=...) to two of those names",
             )
 
 

@@ -25,7 +25,11 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from lightly_graft.errors import CheckpointError
-from lightly_graft.functional.anchor import anchor_penalty, sum_of_distances
+from lightly_graft.functional.anchor import (
+    anchor_penalty,
+    check_anchor_p,
+    sum_of_distances,
+)
 from lightly_graft.modules.backbone import param_location
 from lightly_graft.training.checkpoints import (
     check_format,
@@ -138,8 +142,7 @@ class AnchorRegularizer(nn.Module):
         p: int = 2,
     ) -> None:
         super().__init__()
-        if p not in (1, 2):
-            raise ValueError(f"anchor p must be 1 or 2, got {p}.")
+        check_anchor_p(p, "anchor p")
         if len(references) != len(names):
             raise ValueError(
                 f"got {len(references)} reference tensors for {len(names)} names."
@@ -248,8 +251,7 @@ class Grafting(pl.Callback):
             raise ValueError(f"num_blocks must be >= 0, got {num_blocks}.")
         if anchor_weight < 0:
             raise ValueError(f"anchor_weight must be >= 0, got {anchor_weight}.")
-        if anchor_p not in (1, 2):
-            raise ValueError(f"anchor_p must be 1 or 2, got {anchor_p}.")
+        check_anchor_p(anchor_p, "anchor_p")
         self.num_blocks = num_blocks
         self.graft_norm = graft_norm
         self.anchor_weight = anchor_weight

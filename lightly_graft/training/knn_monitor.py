@@ -32,7 +32,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
 from lightly_graft.errors import DataError, GraftError
-from lightly_graft.functional.knn import Backend, knn_accuracy, knn_classify
+from lightly_graft.functional.accuracy import top_accuracy
+from lightly_graft.functional.knn import Backend, knn_classify
 from lightly_graft.modules.embed import embed_batches
 
 
@@ -153,7 +154,7 @@ class KNNMonitor(pl.Callback):
             backend=self.backend,
             chunk_size=self.chunk_size,
         )
-        top1, top5 = knn_accuracy(predictions, query_labels)
+        top1, top5 = top_accuracy(predictions, query_labels)
         return {"top1": top1, "top5": top5, "seconds": time.perf_counter() - start}
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+from references import attention_maps
 
 from lightly_graft.analysis import (
     GradientConflict,
@@ -24,7 +25,7 @@ from lightly_graft.analysis import (
     write_vic,
 )
 from lightly_graft.analysis.vic import block_features
-from lightly_graft.functional.attention import attention_maps, mean_attention_distance
+from lightly_graft.functional.attention import mean_attention_distance
 from lightly_graft.functional.gradients import block_parameters
 from lightly_graft.functional.vic import vic_statistics
 
@@ -192,6 +193,19 @@ def test_measure_attention_distance__matches_batchwise_reference(
     _assert_png(png)
     assert len(_read_csv(blocks_csv)) == 2 * DEPTH
     assert len(_read_csv(heads_csv)) == 2 * DEPTH * 2
+
+
+def test_measurements__restore_every_submodule_train_flag() -> None:
+    # A partly frozen model (train mode, its first block in eval mode) must come
+    # back the same after each measurement, not wholly in train mode.
+    vit = _tiny_vit().train()
+    vit.blocks[0].eval()
+    modes = [m.training for m in vit.modules()]
+    images = torch.randn(2, 3, 16, 16)
+    measure_vic(vit, [(images, images)])
+    assert [m.training for m in vit.modules()] == modes
+    measure_attention_distance(vit, [images])
+    assert [m.training for m in vit.modules()] == modes
 
 
 def test_tsne__small_set_and_writes(tmp_path: Path) -> None:

@@ -134,7 +134,7 @@ def test_bench__changed_suite_is_refused(
 
 
 BAD = [
-    ("name: x\n", "backbone: is required"),
+    ("name: x\n", "backbone: missing; it is required"),
     ("- a\n- b\n", "expected a mapping"),
     ("name: x\nbackbone: vit_tiny_patch16_224\narms: []\n", "arms: "),
     ("name: x\nname: y\n", "duplicate key"),

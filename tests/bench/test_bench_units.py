@@ -47,19 +47,21 @@ def test_suite__dependencies_nearest_first() -> None:
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ({"armz": []}, "unknown key 'armz' (did you mean 'arms'?)"),
+        ({"armz": []}, "armz: unknown key; valid keys here: 'accelerator', 'arms'"),
+        ({"armz": []}, "(did you mean 'arms'?)"),
         (
             {"evaluation": {"protocols": ["linaer"]}},
-            "evaluation.protocols[0]: 'linaer' is not valid (did you mean 'linear'?)",
+            "evaluation.protocols[0]: got 'linaer' (string); valid options: 'fewshot', "
+            "'finetune', 'knn', 'linear' (did you mean 'linear'?)",
         ),
         (
             {"evaluation": {"val_fraction": 1.5}},
-            "evaluation.val_fraction: input should be less than 1",
+            "evaluation.val_fraction: got 1.5 (number): must be < 1",
         ),
         ({"seeds": []}, "seeds: "),
         (
             {"lr_sweep": {"scales": [0]}},
-            "lr_sweep.scales[0]: input should be greater than 0",
+            "lr_sweep.scales[0]: got 0 (integer): must be > 0",
         ),
         (
             {"lr_sweep": {"scales": [1], "arms": ["moko"]}},
@@ -75,10 +77,13 @@ def test_suite__dependencies_nearest_first() -> None:
         ),
         (
             {"claims": [{"claim": "c", "metric": "linar", "order": ["mae", "lg"]}]},
-            "claims[0].metric: 'linar' is not valid",
+            "claims[0].metric: got 'linar' (string); valid options: 'fewshot_1%'",
         ),
-        ({"accelerator": "tpu"}, "accelerator: 'tpu' is not valid"),
-        ({"name": "a b"}, "name: string should match pattern"),
+        (
+            {"accelerator": "tpu"},
+            "accelerator: got 'tpu' (string); valid options: 'auto'",
+        ),
+        ({"name": "a b"}, "name: got 'a b' (string): String should match pattern"),
     ],
 )
 def test_suite__errors_name_key_and_options(change: dict, expected: str) -> None:
@@ -102,10 +107,13 @@ def test_suite__errors_name_key_and_options(change: dict, expected: str) -> None
             {"recipe": "x.yaml"},
             "arms[1]: give exactly one of 'recipe' and 'stages' (got both)",
         ),
-        ({"budgett": {}}, "arms[1]: unknown key 'budgett' (did you mean 'budget'?)"),
+        (
+            {"budgett": {}},
+            "arms[1].budgett: unknown key; valid keys here: 'budget', 'graft_from'",
+        ),
         (
             {"seeds": [-1]},
-            "arms[1].seeds[0]: input should be greater than or equal to 0",
+            "arms[1].seeds[0]: got -1 (integer): must be >= 0",
         ),
     ],
 )

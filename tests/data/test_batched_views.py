@@ -304,7 +304,7 @@ def test_preset_views__light_shares_the_crop_medium_shifts_on_the_diagonal() -> 
     big = medium.crop(images.float() / 255)
     first = batched_views._crop_at(big, torch.zeros(200, dtype=torch.long), size)
     torch.testing.assert_close(first, big[:, :, :size, :size])
-    corner = torch.randint(0, medium.big_size - size + 1, (200,))
+    corner = torch.randint(0, medium.crop_size - size + 1, (200,))
     shifted = batched_views._crop_at(big, corner, size)
     for b in range(0, 200, 37):
         c = int(corner[b])

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import timm
 import torch
+from references import attention_maps
 
 from lightly_graft.functional.attention import (
-    attention_maps,
-    capture_attention,
     mean_attention_distance,
     patch_distance_matrix,
 )
+from lightly_graft.modules.attention_hooks import capture_attention
 
 # The paper's own attention distance, pasted from
 # https://github.com/VITA-Group/layerGraftedPretraining_ICLR23/blob/f1862e1effa4e0ab4f2c162b25c78d0623c5379c/utils/eval_attn_dist.py#L18-L54
