@@ -58,11 +58,16 @@ def anchor_penalty(
 
 
 def sum_of_distances(
-    params: Sequence[Tensor], references: Sequence[Tensor], p: int = 2
+    params: Sequence[Tensor], references: Sequence[Tensor] | Tensor, p: int = 2
 ) -> Tensor:
-    """``sum_i ||theta_i - ref_i||_p^p`` (no weight)."""
-    total = params[0].new_zeros(())
-    for param, ref in zip(params, references, strict=True):
-        diff = param - ref.detach()
-        total = total + (diff.abs().sum() if p == 1 else diff.pow(2).sum())
-    return total
+    """``sum_i ||theta_i - ref_i||_p^p`` (no weight).
+
+    ``references`` may be given flattened and concatenated already (a constant
+    anchor does it once). The parameters are concatenated into one vector: a
+    handful of autograd nodes instead of four per tensor (half the time of a
+    per-tensor loop for a ViT's ~50 tensors)."""
+    flat = torch.cat([param.reshape(-1) for param in params])
+    if not isinstance(references, Tensor):
+        references = torch.cat([ref.reshape(-1) for ref in references])
+    diff = flat - references.detach()
+    return diff.abs().sum() if p == 1 else diff.pow(2).sum()

@@ -103,6 +103,13 @@ def nothing_fits_error(report: GraftReport) -> CheckpointError:
     )
 
 
+def _flatten(tensors: Sequence[Tensor]) -> Tensor:
+    """One new vector of the tensors' values (``cat`` always copies)."""
+    if not tensors:
+        return torch.zeros(0)
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
 def grafted_keys(
     state_keys: Sequence[str], depth: int, num_blocks: int, norm: bool
 ) -> list[str]:
@@ -151,20 +158,26 @@ class AnchorRegularizer(nn.Module):
         self.stages = list(stages)
         self.weight = weight
         self.p = p
-        self._references = [ref.detach().clone() for ref in references]
+        # One flat copy (the penalty's one operand); references() are views.
+        self._shapes = [ref.shape for ref in references]
+        self._flat = _flatten([ref.detach() for ref in references])
 
     def references(self) -> list[Tensor]:
-        return list(self._references)
+        sizes = [shape.numel() for shape in self._shapes]
+        chunks = self._flat.split(sizes)
+        return [c.view(shape) for c, shape in zip(chunks, self._shapes, strict=True)]
 
     def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> Any:
         # nn.Module.to/cuda/half/... reach plain tensor attributes only here.
         super()._apply(fn, recurse)
-        self._references = [fn(ref) for ref in self._references]
+        self._flat = fn(self._flat)
         return self
 
     def forward(self, model: nn.Module) -> Tensor:
         params = [model.get_parameter(n) for n in self.names]
-        return anchor_penalty(params, self.references(), self.weight, self.p)
+        if not params:
+            return anchor_penalty([], [], self.weight, self.p)
+        return self.weight * sum_of_distances(params, self._flat, self.p)
 
     @torch.no_grad()
     def distances(self, model: nn.Module) -> dict[int, float]:
