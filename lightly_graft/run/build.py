@@ -1,9 +1,6 @@
-"""From a resolved recipe stage to the objects Lightning trains.
-
-Everything here takes the validated recipe sections and returns library
-objects: the zoo method with its ``GraftedStageOptimizer``, the stage's
-transforms and ``SSLDataModule``, and the ``Grafting`` callback. Code below this
-layer never sees a recipe.
+"""Resolved recipe sections -> the library objects Lightning trains: the zoo
+method, the transforms and ``SSLDataModule``, the ``Grafting`` callback and the
+``KNNMonitor``. Code below this layer never sees a recipe.
 """
 
 from __future__ import annotations
@@ -24,8 +21,10 @@ from lightly_graft.data import (
 from lightly_graft.errors import RecipeError, format_options
 from lightly_graft.modules.backbone import BackboneSpec
 from lightly_graft.recipes.methods import method_args, stage_optimizer
-from lightly_graft.recipes.schema import DataConfig, Recipe, StageConfig
+from lightly_graft.recipes.schema import DataConfig, KNNConfig, Recipe, StageConfig
+from lightly_graft.recipes.validation import as_lists
 from lightly_graft.training.grafting import Grafting
+from lightly_graft.training.knn_monitor import KNNMonitor
 
 _DATAMODULE_ARGS = set(inspect.signature(SSLDataModule.__init__).parameters)
 
@@ -34,12 +33,12 @@ def backbone_spec(recipe: Recipe) -> BackboneSpec:
     return BackboneSpec(recipe.backbone.name, dict(recipe.backbone.kwargs))
 
 
-def build_method(recipe: Recipe, stage: StageConfig, *, num_classes: int = 0) -> Any:
+def build_method(recipe: Recipe, stage: StageConfig) -> Any:
     """The zoo method of a stage, randomly initialised (seed before calling)."""
     entry = zoo.get(stage.method)
     return entry.cls(
         batch_size_per_device=stage.batch_size,
-        num_classes=num_classes,
+        num_classes=0,
         backbone=backbone_spec(recipe),
         optimizer=stage_optimizer(stage),
         **method_args(stage),
@@ -67,9 +66,14 @@ def batch_transform(data: DataConfig, method: str) -> Any:
     return _views(data, method, batched=True)
 
 
-def _views(data: DataConfig, method: str, *, batched: bool) -> Any:
+def _resolved(data: DataConfig) -> tuple[int, dict[str, list[float]]]:
+    """The image size and the normalisation (as lists) of a resolved recipe."""
     assert data.image_size is not None and data.normalize is not None, "resolve first"
-    normalize = {"mean": list(data.normalize.mean), "std": list(data.normalize.std)}
+    return data.image_size, as_lists(data.normalize.model_dump())
+
+
+def _views(data: DataConfig, method: str, *, batched: bool) -> Any:
+    size, normalize = _resolved(data)
     augment = data.augment
     entry = zoo.get(method)
     factory = entry.batched_transform_factory if batched else entry.transform_factory
@@ -90,34 +94,36 @@ def _views(data: DataConfig, method: str, *, batched: bool) -> Any:
         )
     if views == 1:
         return one_view(
-            input_size=data.image_size,
+            input_size=size,
             min_scale=augment.mae_min_scale,  # type: ignore[arg-type]
             normalize=normalize,
         )
     if has_presets:
         preset = {} if augment.preset is None else {"preset": augment.preset}
         return factory(
-            input_size=data.image_size,
+            input_size=size,
             min_scale=augment.min_scale,
             normalize=normalize,
             **preset,
         )
-    two_view: dict[str, Any] = {
-        "cj_strength": augment.cj_strength,
-        "blur_probs": augment.blur_probs,
-        "blur_sigmas": augment.blur_sigmas,
-        "solarize_prob": augment.solarize_prob,
-        "hflip_prob": augment.hflip_prob,
-    }
+    two_view = augment.model_dump(
+        include={
+            "cj_strength",
+            "blur_probs",
+            "blur_sigmas",
+            "solarize_prob",
+            "hflip_prob",
+        }
+    )
     if views == 2:
         return two_views(
-            input_size=data.image_size,
+            input_size=size,
             min_scale=augment.min_scale,  # type: ignore[arg-type]
             normalize=normalize,
             **two_view,
         )
     return factory(
-        input_size=data.image_size,
+        input_size=size,
         min_scale=augment.min_scale,
         mae_min_scale=augment.mae_min_scale,
         normalize=normalize,
@@ -129,8 +135,7 @@ def build_datamodule(recipe: Recipe, stage: StageConfig) -> SSLDataModule:
     """The stage's data: its views (batched, or per-image), plus the shared kNN
     bank/query."""
     data = recipe.data
-    assert data.image_size is not None and data.normalize is not None, "resolve first"
-    normalize = {"mean": list(data.normalize.mean), "std": list(data.normalize.std)}
+    size, normalize = _resolved(data)
     views = batch_transform(data, stage.method)
     # The data keys named as SSLDataModule's arguments (kNN set sizes, workers).
     sizes = data.model_dump(include=_DATAMODULE_ARGS)
@@ -139,13 +144,26 @@ def build_datamodule(recipe: Recipe, stage: StageConfig) -> SSLDataModule:
         train_transform=(
             train_transform(data, stage.method)
             if views is None
-            else decode_transform(input_size=data.image_size)
+            else decode_transform(input_size=size)
         ),
         batch_transform=views,
-        eval_transform=eval_transform(input_size=data.image_size, normalize=normalize),
+        eval_transform=eval_transform(input_size=size, normalize=normalize),
         batch_size=stage.batch_size,
         seed=recipe.seed,
         **sizes,
+    )
+
+
+def knn_monitor(knn: KNNConfig, datamodule: Any, **kwargs: Any) -> KNNMonitor:
+    """A ``KNNMonitor`` on the datamodule's kNN bank and queries (k: at most the
+    bank's size)."""
+    return KNNMonitor(
+        datamodule.knn_bank_dataloader(),
+        datamodule.knn_query_dataloader(),
+        k=min(knn.k, len(datamodule.bank_set)),
+        temperature=knn.temperature,
+        num_classes=datamodule.num_classes,
+        **kwargs,
     )
 
 

@@ -1,17 +1,9 @@
-"""Everything checked before the first training step of a run.
-
-1. The recipe's files (``check_inputs``): the data path and every graft
-   checkpoint exist and are readable, so that a typo in the second stage's
-   checkpoint path does not surface after the first stage's hours. Relative
-   paths are taken from the current working directory.
-2. Every stage's method can be built with its ``method_args`` (built on the
-   ``meta`` device: no memory, about a second even for ViT-L), and its view
-   transform with the ``data.augment`` options.
-3. Every checkpoint named by a ``graft`` section is read in its named format and
-   its grafted keys and shapes are checked against the backbone.
-
-A problem is a ``RecipeError`` (or the ``CheckpointError`` of the checkpoint
-reader) naming the recipe key; nothing has been written or trained by then.
+"""Everything checked before the first training step of a run, cheapest first:
+the accelerator and device count, the data path and graft checkpoint files
+(relative to the working directory), every stage's method (built on the
+``meta`` device) and view transforms, and every graft checkpoint's keys and
+shapes against the backbone. A problem is a ``RecipeError`` (or the reader's
+``CheckpointError``) naming the recipe key; nothing is written or trained yet.
 """
 
 from __future__ import annotations
@@ -38,6 +30,13 @@ from lightly_graft.training.checkpoints import describe_mismatch, load_encoder_s
 from lightly_graft.training.grafting import match_graft, nothing_fits_error
 
 
+def _class_folders(directory: Path) -> tuple[Path, list[str]]:
+    """The training root of an image folder and its class folders' names."""
+    train_root, _, skip = split_layout(directory)
+    names = [p.name for p in train_root.iterdir() if p.is_dir() and p.name not in skip]
+    return train_root, names
+
+
 def data_problems(path: str | None) -> Iterator[str]:
     """Problems with a data spec, as messages (empty if none)."""
     if path is None:
@@ -61,8 +60,8 @@ def data_problems(path: str | None) -> Iterator[str]:
             "(DIR/<class>/<image>, or DIR/train and DIR/val) or 'default'"
         )
         return
-    train_root, _, skip = split_layout(directory)
-    if not any(p.is_dir() and p.name not in skip for p in train_root.iterdir()):
+    train_root, classes = _class_folders(directory)
+    if not classes:
         yield f"'{path}' has no class folders: expected {train_root}/<class>/<image>"
 
 
@@ -79,24 +78,14 @@ def checkpoint_problems(path: str) -> Iterator[str]:
         yield f"'{path}' is empty (0 bytes): the download or save was interrupted"
 
 
-def input_problems(recipe: Recipe) -> Iterator[tuple[str, str]]:
-    """Yields ``(key path, problem)`` for every unusable input of a recipe."""
-    for problem in data_problems(recipe.data.path):
-        yield "data.path", problem
+def check_inputs(recipe: Recipe, *, source: str) -> None:
+    """Raises one ``RecipeError`` listing every unusable input file, if any;
+    ``source`` names the recipe, e.g. "recipe 'x.yaml'"."""
+    problems = [f"data.path: {p}" for p in data_problems(recipe.data.path)]
     for i, stage in enumerate(recipe.stages):
         if stage.graft is not None and stage.graft.checkpoint is not None:
             for problem in checkpoint_problems(stage.graft.checkpoint):
-                yield f"stages[{i}].graft.checkpoint", problem
-
-
-def check_inputs(recipe: Recipe, *, source: str) -> None:
-    """Raises one ``RecipeError`` listing every unusable input, if any.
-
-    Args:
-        recipe: The validated recipe.
-        source: Names the recipe in the message, e.g. "recipe 'x.yaml'".
-    """
-    problems = [f"{path}: {message}" for path, message in input_problems(recipe)]
+                problems.append(f"stages[{i}].graft.checkpoint: {problem}")
     if problems:
         raise RecipeError(f"{source}: " + "; ".join(problems))
 
@@ -151,73 +140,55 @@ def check_graft_checkpoints(recipe: Recipe, *, source: str) -> None:
             )
 
 
-def hardware_problems(recipe: Recipe) -> Iterator[tuple[str, str]]:
-    """``(key, problem)`` for an accelerator or device count this machine lacks."""
+def hardware_problem(recipe: Recipe) -> str | None:
+    """An accelerator or device count this machine lacks, as "key: problem"."""
     accelerator, devices = recipe.accelerator, recipe.devices
     cuda = torch.cuda.is_available()
     if accelerator in ("gpu", "cuda") and not cuda:
-        yield (
-            "accelerator",
-            (
-                f"'{accelerator}' but this machine has no CUDA GPU: use --accelerator "
-                "cpu (or auto)"
-            ),
+        return (
+            f"accelerator: '{accelerator}' but this machine has no CUDA GPU: use "
+            "--accelerator cpu (or auto)"
         )
-        return
     if accelerator == "mps" and not torch.backends.mps.is_available():
-        yield "accelerator", "'mps' is not available here: use --accelerator cpu"
-        return
+        return "accelerator: 'mps' is not available here: use --accelerator cpu"
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and cuda)
     if on_gpu and devices > torch.cuda.device_count():
-        yield (
-            "devices",
-            (
-                f"{devices} but this machine has {torch.cuda.device_count()} GPU(s): "
-                "give --devices N with N at most that"
-            ),
+        return (
+            f"devices: {devices} but this machine has {torch.cuda.device_count()} "
+            "GPU(s): give --devices N with N at most that"
         )
-    elif not on_gpu and accelerator != "mps" and devices > (os.cpu_count() or 1):
-        yield (
-            "devices",
-            (
-                f"{devices} CPU processes but this machine has {os.cpu_count()} cores: "
-                "give --devices 1 (one process uses every core)"
-            ),
+    if not on_gpu and accelerator != "mps" and devices > (os.cpu_count() or 1):
+        return (
+            f"devices: {devices} CPU processes but this machine has {os.cpu_count()} "
+            "cores: give --devices 1 (one process uses every core)"
         )
+    return None
 
 
-def class_problems(recipe: Recipe) -> Iterator[tuple[str, str]]:
+def class_problem(recipe: Recipe) -> str | None:
     """A dataset with one class makes kNN accuracy meaningless (always 100%)."""
     path = recipe.data.path
     uses_knn = recipe.random_init_knn or any(
         s.knn.every_n_epochs > 0 for s in recipe.stages
     )
-    if not uses_knn or path in (None, DEFAULT):
-        return
-    directory = Path(path).expanduser()
-    if not directory.is_dir():
-        return
-    train_root, _, skip = split_layout(directory)
-    classes = [
-        p.name for p in train_root.iterdir() if p.is_dir() and p.name not in skip
-    ]
-    if len(classes) == 1:
-        yield (
-            "data.path",
-            (
-                f"'{path}' has one class ('{classes[0]}'): kNN accuracy would be 100% "
-                "whatever the model; add class folders, or turn kNN off "
-                "(random_init_knn: false, knn.every_n_epochs: 0)"
-            ),
-        )
+    directory = Path(path or DEFAULT).expanduser()
+    if not uses_knn or path in (None, DEFAULT) or not directory.is_dir():
+        return None
+    classes = _class_folders(directory)[1]
+    if len(classes) != 1:
+        return None
+    return (
+        f"data.path: '{path}' has one class ('{classes[0]}'): kNN accuracy would be "
+        "100% whatever the model; add class folders, or turn kNN off "
+        "(random_init_knn: false, knn.every_n_epochs: 0)"
+    )
 
 
 def check_run(recipe: Recipe, *, source: str) -> None:
-    """Runs every check of the module docstring, cheapest first."""
-    problems = [*hardware_problems(recipe), *class_problems(recipe)]
-    if problems:
-        key, problem = problems[0]
-        raise RecipeError(f"{source}: {key}: {problem}")
+    """Runs every check of the module docstring."""
+    problem = hardware_problem(recipe) or class_problem(recipe)
+    if problem is not None:
+        raise RecipeError(f"{source}: {problem}")
     check_inputs(recipe, source=source)
     check_stages_build(recipe, source=source)
     check_graft_checkpoints(recipe, source=source)

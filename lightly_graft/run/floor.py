@@ -17,10 +17,9 @@ import pytorch_lightning as pl
 
 from lightly_graft.files import write_atomic
 from lightly_graft.recipes.schema import Recipe
-from lightly_graft.run.build import build_method
+from lightly_graft.run.build import build_method, knn_monitor
 from lightly_graft.run.report import KNNPoint
 from lightly_graft.training.devices import resolve_device
-from lightly_graft.training.knn_monitor import KNNMonitor
 
 FLOOR = "floor.json"
 
@@ -41,14 +40,7 @@ def random_init_floor(
     if method is None:  # resumed after stage 0 without a saved floor
         pl.seed_everything(recipe.seed, workers=True, verbose=False)
         method = build_method(recipe, recipe.stages[0])
-    knn = recipe.stages[0].knn
-    monitor = KNNMonitor(
-        datamodule.knn_bank_dataloader(),
-        datamodule.knn_query_dataloader(),
-        k=min(knn.k, len(datamodule.bank_set)),
-        temperature=knn.temperature,
-        num_classes=datamodule.num_classes,
-    )
+    monitor = knn_monitor(recipe.stages[0].knn, datamodule)
     original = next(method.parameters()).device
     method.to(resolve_device(recipe.accelerator))
     try:

@@ -48,17 +48,9 @@ def check_directory(root: str | Path, what: str = "run directory") -> None:
         )
 
 
-def _reason(root: Path, error: OSError) -> str:
-    return directory_problem(root) or error.strerror or str(error)
-
-
 class DirectoryLock:
-    """The lock of one directory (see the module docstring).
-
-    Args:
-        root: The directory; created if missing.
-        what: Names the directory in messages ("run directory", "bench directory").
-    """
+    """The lock of directory ``root`` (created if missing); ``what`` names it in
+    messages ("run directory", "bench directory")."""
 
     def __init__(self, root: str | Path, what: str = "run directory") -> None:
         self.root = Path(root)
@@ -68,10 +60,6 @@ class DirectoryLock:
     @property
     def path(self) -> Path:
         return self.root / LOCK
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
 
     def holder(self) -> str:
         """The PID written by the holder, or '?'."""
@@ -88,9 +76,10 @@ class DirectoryLock:
             self.root.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as error:
+            reason = directory_problem(self.root) or error.strerror or str(error)
             raise GraftError(
-                f"{self.what} '{self.root}' cannot be used: "
-                f"{_reason(self.root, error)}; give a writable --output"
+                f"{self.what} '{self.root}' cannot be used: {reason}; give a "
+                "writable --output"
             ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -1,18 +1,12 @@
-"""The pipeline of ``lightly-graft train``: a recipe's stages, in order.
-
-One pass: ``prepare_run`` loads the recipe (:func:`~lightly_graft.recipes.load_recipe`),
-resolves it (:func:`~lightly_graft.recipes.resolve_recipe`), checks its inputs
-(:func:`~lightly_graft.run.checks.check_run`) and claims the run directory;
-``run_pipeline`` then measures the random-init kNN floor, trains each stage with
-its own seeded Lightning ``Trainer`` (:mod:`~lightly_graft.run.stage`), hands
-each stage's final encoder to the next stage's ``Grafting`` callback, and writes
-``backbone.pt``, ``backbone.json`` and ``report.md``. The run directory layout
-and the resume policy are described in :mod:`~lightly_graft.run.run_dir`.
+"""The pipeline of ``lightly-graft train``, one pass: ``prepare_run`` loads,
+resolves and checks the recipe and claims the run directory; ``run_pipeline``
+measures the random-init kNN floor, trains the stages in order (each grafting
+from the one before) and writes ``backbone.pt``, ``backbone.json`` and
+``report.md``. Layout and resume policy: :mod:`~lightly_graft.run.run_dir`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -35,14 +29,9 @@ from lightly_graft.run.build import build_datamodule, build_method
 from lightly_graft.run.checks import check_run
 from lightly_graft.run.floor import random_init_floor
 from lightly_graft.run.lock import DirectoryLock, check_directory
-from lightly_graft.run.report import (
-    KNNPoint,
-    StageSummary,
-    read_knn_history,
-    write_report,
-)
+from lightly_graft.run.report import KNNPoint, StageSummary, write_report
 from lightly_graft.run.run_dir import RECIPE, RunDirectory
-from lightly_graft.run.stage import StageRunner, is_global_zero
+from lightly_graft.run.stage import StageRunner, is_global_zero, stage_summary
 from lightly_graft.training.checkpoints import export_timm, load_backbone
 from lightly_graft.training.devices import resolve_device
 
@@ -52,7 +41,6 @@ class RunPlan:
     """A validated run, ready to train."""
 
     recipe: Recipe
-    source: str
     run_dir: RunDirectory
     resume: bool
     derived: dict[str, Any]
@@ -85,10 +73,9 @@ def prepare_run(
         GraftError: Any problem with the recipe, its data or checkpoints, or an
             existing run directory that may not be reused.
     """
-    source = f"recipe '{recipe_path}'"
     loaded = load_recipe(recipe_path, overrides)
     recipe = resolve_recipe(loaded)
-    check_run(recipe, source=source)
+    check_run(recipe, source=f"recipe '{recipe_path}'")
     root = Path(output) if output is not None else Path(recipe.output_dir) / recipe.name
     run_dir = RunDirectory(root)
     derived = {**derived_values(recipe), "from_library": from_library(loaded)}
@@ -99,7 +86,6 @@ def prepare_run(
         run_dir.prepare(to_plain(recipe), resume=resume)
     return RunPlan(
         recipe=recipe,
-        source=source,
         run_dir=run_dir,
         resume=resume,
         derived=derived,
@@ -185,14 +171,7 @@ def _finished(plan: RunPlan) -> RunSummary | None:
         "nothing to do; nothing was changed"
     )
     stages = tuple(
-        StageSummary(
-            stage.name,
-            stage.method,
-            stage.epochs,
-            float(info["seconds"]),
-            read_knn_history(plan.run_dir.stage_dir(stage.name)),
-            int(info.get("unreadable_images", 0)),
-        )
+        stage_summary(stage, plan.run_dir.stage_dir(stage.name), info)
         for stage, info in zip(recipe.stages, done, strict=True)
         if info is not None
     )
@@ -232,12 +211,10 @@ def _run_stages(plan: RunPlan, *, progress_bar: bool) -> RunSummary:
         )
         summaries.append(done)
     root = run_dir.root
-    summary = RunSummary(
-        root, root / "report.md", root / "backbone.pt", floor, tuple(summaries), 0.0
-    )
+    backbone = root / "backbone.pt"
     if is_global_zero():  # rank 0 writes the backbone and the report
         vit, spec = load_backbone(encoders[recipe.stages[-1].name], "lightly_graft")
-        export_timm(summary.backbone, vit, spec)
+        export_timm(backbone, vit, spec)
         write_report(
             root,
             title=f"lightly-graft run `{recipe.name}`",
@@ -250,4 +227,6 @@ def _run_stages(plan: RunPlan, *, progress_bar: bool) -> RunSummary:
             figures=_analyses(recipe, root, encoders),
         )
     total = time.perf_counter() - start + runner.earlier_seconds
-    return dataclasses.replace(summary, seconds=total)
+    return RunSummary(
+        root, root / "report.md", backbone, floor, tuple(summaries), total
+    )

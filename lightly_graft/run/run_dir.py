@@ -100,28 +100,28 @@ class RunDirectory:
     def stage_dir(self, stage: str) -> Path:
         return self.root / stage
 
-    def done(self, stage: str) -> dict[str, Any] | None:
-        """The ``done.json`` of a finished stage, or None (also when it is
-        unreadable: see ``done_problem``)."""
-        path = self.stage_dir(stage) / DONE
-        if not path.is_file() or self.done_problem(stage) is not None:
-            return None
-        return dict(json.loads(path.read_text()))
-
-    def done_problem(self, stage: str) -> str | None:
-        """Why an existing ``done.json`` cannot be used, or None."""
+    def _read_done(self, stage: str) -> tuple[dict[str, Any] | None, str | None]:
+        """(``done.json`` of a finished stage, why an existing one is unusable)."""
         path = self.stage_dir(stage) / DONE
         if not path.is_file():
-            return None
+            return None, None
         try:
             info = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            return f"'{path}' is corrupt ({type(error).__name__})"
+            return None, f"'{path}' is corrupt ({type(error).__name__})"
         if not isinstance(info, dict) or "seconds" not in info:
-            return f"'{path}' is corrupt (no 'seconds')"
+            return None, f"'{path}' is corrupt (no 'seconds')"
         if not (self.stage_dir(stage) / str(info.get("encoder", ""))).is_file():
-            return f"'{path}' names a missing encoder"
-        return None
+            return None, f"'{path}' names a missing encoder"
+        return info, None
+
+    def done(self, stage: str) -> dict[str, Any] | None:
+        """The ``done.json`` of a finished stage, or None (also if unusable)."""
+        return self._read_done(stage)[0]
+
+    def done_problem(self, stage: str) -> str | None:
+        """Why an existing ``done.json`` cannot be used, or None."""
+        return self._read_done(stage)[1]
 
     def mark_done(self, stage: str, info: dict[str, Any]) -> None:
         path = self.stage_dir(stage) / DONE
@@ -134,15 +134,9 @@ class RunDirectory:
         return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
     def resume_checkpoint(self, stage: str) -> Path | None:
-        """The newest usable checkpoint of an unfinished stage, or None.
-
-        A checkpoint that is empty, truncated, not a Lightning checkpoint or has
-        non-finite weights is passed over for the next older one, with a line
-        saying so.
-
-        Raises:
-            CheckpointError: Checkpoints exist but none of them is usable.
-        """
+        """The newest usable checkpoint of an unfinished stage, or None; an
+        unusable one (``checkpoint_problem``) is passed over with a line saying
+        so. Raises ``CheckpointError`` if checkpoints exist but none is usable."""
         found = self.checkpoints(stage)
         problems: list[str] = []
         for path in found:
@@ -182,30 +176,17 @@ class RunDirectory:
         if remove_root:
             shutil.rmtree(self.root, ignore_errors=True)
 
-    def describe(self, stages: list[str]) -> str:
-        """What the folder holds, e.g. "stages done: mae; interrupted: moco"."""
-        done = [s for s in stages if self.done(s) is not None]
-        partial = [s for s in stages if s not in done and self.checkpoints(s)]
-        parts = [f"stages done: {', '.join(done) or 'none'}"]
-        if partial:
-            parts.append(f"interrupted with a checkpoint: {', '.join(partial)}")
-        return "; ".join(parts)
-
     def prepare(self, recipe_plain: dict[str, Any], *, resume: bool) -> None:
-        """Applies the policy of the module docstring before anything is written.
-
-        Args:
-            recipe_plain: The resolved recipe as plain data (``derived`` is
-                left out of the comparison).
-            resume: Whether the user asked to continue an existing run.
-
-        Raises:
-            RunExistsError: The folder exists and may not be reused.
-        """
+        """Applies the policy of the module docstring to the resolved recipe as
+        plain data (``derived`` is not compared); raises ``RunExistsError``."""
         if not self.has_contents():
             return
         stages = [s["name"] for s in recipe_plain["stages"]]
-        state = self.describe(stages)
+        done = [s for s in stages if self.done(s) is not None]
+        partial = [s for s in stages if s not in done and self.checkpoints(s)]
+        state = f"stages done: {', '.join(done) or 'none'}"
+        if partial:
+            state += f"; interrupted with a checkpoint: {', '.join(partial)}"
         if not resume:
             raise RunExistsError(
                 f"run directory '{self.root}' already exists ({state}); nothing was "

@@ -1,13 +1,9 @@
 """One stage of a run: a seeded Lightning ``Trainer`` with the stage's callbacks.
 
-Callbacks: ``Grafting`` (when the stage grafts), ``KNNMonitor`` (when kNN
-monitoring is on), ``LearningRateMonitor`` (every named parameter group, so each
-stage of blocks shows its own LR), two ``ModelCheckpoint`` (``last.ckpt`` every
-epoch, the best kNN top-1 as ``best-knn-*.ckpt``) and ``OnExceptionCheckpoint``
-(Ctrl-C or a crash leaves ``on_exception.ckpt``). Loggers: ``CSVLogger``
-(``metrics.csv`` in the stage folder) and TensorBoard when it is installed.
-At the end the online encoder is saved as ``encoder.pt`` (``lightly_graft``
-format); the next stage grafts from it.
+Checkpoints: ``last.ckpt`` every epoch, the best kNN top-1 as
+``best-knn-*.ckpt``, ``on_exception.ckpt`` on Ctrl-C or a crash. Logs:
+``metrics.csv`` (and TensorBoard when installed). The final online encoder is
+saved as ``encoder.pt`` (``lightly_graft`` format); the next stage grafts from it.
 """
 
 from __future__ import annotations
@@ -41,16 +37,18 @@ from lightly_graft.run.build import (
     build_datamodule,
     build_grafting,
     build_method,
+    knn_monitor,
 )
 from lightly_graft.run.report import StageSummary, read_knn_history
 from lightly_graft.run.run_dir import DONE, RECIPE, RunDirectory
 from lightly_graft.training.checkpoints import save_backbone
 from lightly_graft.training.divergence import FiniteGuard, check_finite
 from lightly_graft.training.gradient_monitor import GradientConflictMonitor
-from lightly_graft.training.knn_monitor import KNNMonitor
 from lightly_graft.training.resume_state import ResumeState
 
 ENCODER = "encoder.pt"
+GRAFT_REPORT = "graft_report.json"
+UNREADABLE = "unreadable.txt"
 # Lightning warnings that this layout triggers on purpose: the stage folder
 # holds recipe.yaml before the logger and checkpoints arrive, and with
 # OnExceptionCheckpoint a fit without ckpt_path looks for a "last" checkpoint
@@ -68,9 +66,8 @@ _EXPECTED_WARNINGS = (
 
 
 def is_global_zero() -> bool:
-    """Whether this process is rank 0 (always, without DDP). Lightning reads the
-    rank from the environment (``RANK``, ``LOCAL_RANK``, ``SLURM_PROCID``) that its
-    launcher, torchrun or SLURM set."""
+    """Whether this process is rank 0 (always, without DDP; Lightning reads the
+    rank from ``RANK``, ``LOCAL_RANK`` or ``SLURM_PROCID``)."""
     return getattr(rank_zero_only, "rank", 0) == 0
 
 
@@ -129,14 +126,7 @@ def callbacks(
     ]
     knn = stage.knn
     if knn.every_n_epochs > 0:
-        monitor = KNNMonitor(
-            datamodule.knn_bank_dataloader(),
-            datamodule.knn_query_dataloader(),
-            every_n_epochs=knn.every_n_epochs,
-            k=min(knn.k, len(datamodule.bank_set)),
-            temperature=knn.temperature,
-            num_classes=datamodule.num_classes,
-        )
+        monitor = knn_monitor(knn, datamodule, every_n_epochs=knn.every_n_epochs)
         best = ModelCheckpoint(
             dirpath=stage_dir,
             filename="best-knn-epoch{epoch}",
@@ -148,14 +138,20 @@ def callbacks(
         )
         out = [monitor, *out, best]
     if stage.gradient_conflict is not None:
-        out.insert(
-            0,
-            GradientConflictMonitor(
-                every_n_steps=stage.gradient_conflict.every_n_steps,
-                window=stage.gradient_conflict.window,
-            ),
-        )
+        out.insert(0, GradientConflictMonitor(**stage.gradient_conflict.model_dump()))
     return out
+
+
+def stage_summary(stage: StageConfig, stage_dir: Path, done: dict) -> StageSummary:
+    """The summary of a finished stage from its ``done.json`` values."""
+    return StageSummary(
+        stage.name,
+        stage.method,
+        stage.epochs,
+        float(done["seconds"]),
+        read_knn_history(stage_dir),
+        int(done.get("unreadable_images", 0)),
+    )
 
 
 @dataclass
@@ -244,16 +240,7 @@ class StageRunner:
         if done is not None:
             print(f"stage '{stage.name}': finished earlier, skipped (--resume)")
             self.earlier_seconds += float(done["seconds"])
-            history = read_knn_history(stage_dir)
-            summary = StageSummary(
-                stage.name,
-                stage.method,
-                stage.epochs,
-                float(done["seconds"]),
-                history,
-                int(done.get("unreadable_images", 0)),
-            )
-            return summary, encoder
+            return stage_summary(stage, stage_dir, done), encoder
         clock = StageClock()
         # Chosen (and checked) before anything is written into the stage folder.
         resume = self.run_dir.resume_checkpoint(stage.name)
@@ -300,26 +287,18 @@ class StageRunner:
             step=trainer.global_step,
             kept=f"its checkpoints are in {stage_dir}",
         )
+        info = {
+            "encoder": ENCODER,
+            "seconds": seconds,
+            "epochs": trainer.current_epoch,
+            "unreadable_images": skipped,
+        }
         if is_global_zero():
             save_backbone(encoder, method.backbone.vit, backbone_spec(self.recipe))
-            info = {
-                "encoder": ENCODER,
-                "seconds": seconds,
-                "epochs": trainer.current_epoch,
-                "unreadable_images": skipped,
-            }
             self.run_dir.mark_done(stage.name, info)
         # The other ranks graft the next stage from rank 0's encoder.pt.
         trainer.strategy.barrier("encoder saved")
-        history = read_knn_history(stage_dir)
-        summary = StageSummary(
-            stage.name, stage.method, stage.epochs, seconds, history, skipped
-        )
-        return summary, encoder
-
-
-GRAFT_REPORT = "graft_report.json"
-UNREADABLE = "unreadable.txt"
+        return stage_summary(stage, stage_dir, info), encoder
 
 
 def count_unreadable(stage_dir: Path) -> int:
