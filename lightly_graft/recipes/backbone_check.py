@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import inspect
 import re
-from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 from lightly_graft.errors import did_you_mean, format_options
@@ -27,11 +26,8 @@ class BackboneShape(NamedTuple):
 
 
 def inspect_backbone(name: str, kwargs: dict) -> BackboneShape:
-    """Builds the ViT on the meta device and returns its shape.
-
-    Raises:
-        Invalid: Unknown timm name, a bad keyword argument, not a ViT.
-    """
+    """Builds the ViT on the meta device and returns its shape; raises
+    :class:`Invalid` for an unknown name, a bad keyword argument or not a ViT."""
     return _inspect(name, tuple(sorted(as_tuples(kwargs).items())))
 
 
@@ -84,39 +80,29 @@ def _build_error(name: str, kwargs: dict, error: Exception) -> Invalid:
     )
 
 
-def backbone_problems(recipe: Recipe) -> Iterator[tuple[str, str]]:
-    """Yields ``(key path, problem)`` for shapes that do not fit the stages."""
+def check_backbone(recipe: Recipe) -> None:
+    """Raises :class:`Invalid` for the first shape that does not fit the stages."""
     shape = inspect_backbone(recipe.backbone.name, recipe.backbone.kwargs)
     size, depth = recipe.data.image_size, shape.depth
     if size is not None and size != shape.img_size:
-        yield (
+        raise Invalid(
             "data.image_size",
-            (
-                f"is {size} but the backbone's img_size is {shape.img_size}: they must "
-                "match (or leave data.image_size out)"
-            ),
+            f"is {size} but the backbone's img_size is {shape.img_size}: they must "
+            "match (or leave data.image_size out)",
         )
     for i, stage in enumerate(recipe.stages):
         where = f"stages[{i}]"
         stages = stage_optimizer(stage, where).num_stages
         if depth % stages:
-            yield (
+            raise Invalid(
                 f"{where}.optimizer.num_stages",
-                (
-                    f"is {stages}, but the backbone's {depth} blocks do not split "
-                    f"into {stages} equal stages; use a divisor of {depth}"
-                ),
+                f"is {stages}, but the backbone's {depth} blocks do not split "
+                f"into {stages} equal stages; use a divisor of {depth}",
             )
         for key, section in (("graft", stage.graft), ("anchor", stage.anchor)):
             blocks = getattr(section, "num_blocks", None)
             if blocks is not None and blocks > depth:
-                yield (
+                raise Invalid(
                     f"{where}.{key}.num_blocks",
-                    (f"is {blocks}, but the backbone has {depth} blocks"),
+                    f"is {blocks}, but the backbone has {depth} blocks",
                 )
-
-
-def check_backbone(recipe: Recipe) -> None:
-    """Raises :class:`Invalid` for the first backbone problem, if any."""
-    for path, message in backbone_problems(recipe):
-        raise Invalid(path, message)

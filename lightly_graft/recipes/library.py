@@ -9,12 +9,10 @@ documentation (the Google-style ``Args:`` of its docstring) from its signature:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
 import re
-import typing
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel, Field, create_model
@@ -25,11 +23,9 @@ from lightly_graft.signatures import keyword_arguments
 _ARG = re.compile(r"^    (\w+)(?: \([^)]*\))?: (.*)$")  # "    name (type): text"
 
 
-def library_default(func: Callable[..., Any], name: str) -> Any:
-    """The default of the keyword argument ``name`` of ``func`` (or a class)."""
-    if isinstance(func, type):
-        return next(a.default for a in keyword_arguments(func) if a.name == name)
-    return inspect.signature(func).parameters[name].default
+def library_default(cls: type, name: str) -> Any:
+    """The default of the keyword argument ``name`` of a class."""
+    return next(a.default for a in keyword_arguments(cls) if a.name == name)
 
 
 @functools.cache
@@ -50,45 +46,21 @@ def arg_docs(obj: Any) -> dict[str, str]:
     return {k: v.replace("``", "`") for k, v in docs.items()}
 
 
-def _parameters(target: type) -> Iterator[tuple[str, Any, Any, str]]:
-    """(name, annotation, default, doc) of a dataclass's fields or of a class's
-    keyword arguments (along ``**kwargs`` to its bases); ``inspect.Parameter.
-    empty``: no default."""
-    if dataclasses.is_dataclass(target):
-        hints = typing.get_type_hints(target, include_extras=True)
-        docs = arg_docs(target)
-        for f in dataclasses.fields(target):
-            empty = f.default is dataclasses.MISSING
-            default = inspect.Parameter.empty if empty else f.default
-            yield f.name, hints[f.name], default, docs.get(f.name, "")
-        return
-    for arg in keyword_arguments(target):
-        yield (
-            arg.name,
-            arg.annotation,
-            arg.default,
-            arg_docs(arg.owner).get(arg.name, ""),
-        )
-
-
 def signature_model(
     target: type, *, name: str, exclude: Iterable[str] = (), optional: bool = False
 ) -> type[BaseModel]:
-    """A strict, frozen pydantic model of ``target``'s keyword arguments.
-
-    Args:
-        target: A dataclass (its fields) or a class (its ``__init__``).
-        name: The model's name.
-        exclude: Arguments left out (set elsewhere).
-        optional: Every key may be left out (None: "the library's"); otherwise
-            a key without a default is required.
-    """
+    """A strict, frozen pydantic model named ``name`` of the keyword arguments of
+    class ``target`` (a dataclass: its fields), less ``exclude``. ``optional``:
+    every key may be left out (None: "the library's"); otherwise a key without
+    a default is required."""
     fields: dict[str, Any] = {}
-    for key, annotation, default, doc in _parameters(target):
-        if key not in exclude:
+    for arg in keyword_arguments(target):
+        if arg.name not in exclude:
+            annotation, default = arg.annotation, arg.default
             if optional:
                 annotation, default = annotation | None, None
             elif default is inspect.Parameter.empty:
                 default = ...
-            fields[key] = (annotation, Field(default, description=doc))
+            doc = arg_docs(arg.owner).get(arg.name, "")
+            fields[arg.name] = (annotation, Field(default, description=doc))
     return create_model(name, __config__=STRICT, **fields)

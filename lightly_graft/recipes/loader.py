@@ -1,13 +1,10 @@
 """``load_recipe``: YAML file + overrides -> a validated, frozen :class:`Recipe`.
 
-Steps: read the YAML (``yaml_io``: duplicate keys refused), expand shorthands
-(``data: DIR``, ``graft: previous``, ``backbone: NAME``), apply ``--set``
-overrides, validate with pydantic (:class:`~lightly_graft.recipes.schema.Recipe`),
-then what depends on the values: each stage's method, ``method_args`` and
-optimizer against the zoo (:mod:`~lightly_graft.recipes.methods`) and the
-backbone against timm (:mod:`~lightly_graft.recipes.backbone_check`). Every
-problem is a :class:`RecipeError` naming the file, the key path, the value given
-and the valid options (and the ``--set`` that set it, if one did).
+Read the YAML, expand shorthands (``data: DIR``, ``graft: previous``,
+``backbone: NAME``), apply ``--set`` overrides, validate with pydantic, then
+check the methods against the zoo and the backbone against timm. A problem is a
+:class:`RecipeError` naming the file, the key path, the value and the options
+(and the ``--set`` that set it, if one did).
 """
 
 from __future__ import annotations
@@ -70,13 +67,8 @@ def _located(error: Invalid, source: str, overridden: dict[str, str]) -> RecipeE
 def recipe_from_tree(
     tree: Any, *, source: str, overrides: Iterable[str] = ()
 ) -> Recipe:
-    """Validates a raw YAML tree (a mapping) into a :class:`Recipe`.
-
-    Args:
-        tree: The parsed YAML; modified in place by shorthands and overrides.
-        source: Names the origin in errors, e.g. "recipe 'recipes/x.yaml'".
-        overrides: ``KEY=VALUE`` strings (see :mod:`~lightly_graft.recipes.overrides`).
-    """
+    """Validates a raw YAML tree (modified in place by shorthands and overrides)
+    into a :class:`Recipe`; ``source`` names it in errors ("recipe 'x.yaml'")."""
     if not isinstance(tree, dict):
         raise RecipeError(
             f"{source}: expected a mapping with name, backbone, stages, ...; got "
@@ -98,30 +90,17 @@ def recipe_from_tree(
 
 
 def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
-    """Loads and validates a recipe file.
-
-    Args:
-        path: The YAML file.
-        overrides: ``KEY=VALUE`` strings applied before validation, e.g.
-            ``["stages.1.epochs=5", "data.path=/data/imagenet"]``.
-
-    Returns:
-        The frozen recipe as written: auto values are still None and left-out
-        optimizer and method keys unset (``resolve_recipe`` fills them in).
-
-    Raises:
-        RecipeError: The file is missing or invalid; the message names the file,
-            the key path, the value given and the valid options.
-    """
+    """Loads and validates a recipe file, with ``KEY=VALUE`` overrides (e.g.
+    ``stages.1.epochs=5``) applied first. The recipe is as written: auto values
+    are None and left-out keys unset until ``resolve_recipe``. Raises
+    ``RecipeError``."""
     source = f"recipe '{path}'"
     return recipe_from_tree(read_yaml(path), source=source, overrides=overrides)
 
 
 def to_plain(recipe: Recipe) -> dict[str, Any]:
-    """The recipe as plain YAML-able data (keys as in YAML, lists for tuples).
-
-    An optimizer section shows the keys it sets (a resolved one: all of them).
-    """
+    """The recipe as plain YAML-able data (keys as in YAML, lists for tuples);
+    an optimizer section shows the keys it sets (a resolved one: all)."""
     plain: dict[str, Any] = as_lists(recipe.model_dump(by_alias=True))
     for stage, section in zip(recipe.stages, plain["stages"], strict=True):
         section["optimizer"] = as_lists(stage.optimizer.model_dump(exclude_unset=True))

@@ -1,13 +1,9 @@
 """A stage's method, its ``method_args`` and its optimizer, against the zoo.
 
-``method`` must be a registered zoo name. ``method_args`` is validated by a
-pydantic model made from the method's constructor signature (types, defaults);
-the arguments the recipe sets elsewhere (``backbone``, ``optimizer``,
-``batch_size_per_device``, ``num_classes``) are refused with a pointer to the
-recipe key that sets them. The optimizer section is laid over the method's
-``default_optimizer()`` (:func:`stage_optimizer`), so a key left out keeps the
-method's paper value. Value checks the types cannot express stay in the
-constructors; the run's pre-flight builds every method on the meta device.
+``method_args`` is validated by a model of the constructor's signature; the
+arguments other recipe keys set are refused, naming that key. The optimizer
+section is laid over the method's ``default_optimizer()``. Checks the types
+cannot express stay in the constructors (the run builds each method on meta).
 """
 
 from __future__ import annotations
@@ -53,11 +49,7 @@ def _entry(stage: StageConfig, path: str) -> zoo.ZooEntry:
 
 def method_args(stage: StageConfig, path: str = "") -> dict[str, Any]:
     """Every constructor argument of the stage's method: the recipe's
-    ``method_args`` over the constructor's defaults.
-
-    Raises:
-        Invalid: An unknown method, an unknown argument or a wrong type.
-    """
+    ``method_args`` over the constructor's defaults. Raises :class:`Invalid`."""
     entry = _entry(stage, path)
     where = join(path, "method_args")
     model = method_args_model(entry.name)
@@ -80,15 +72,10 @@ def method_args(stage: StageConfig, path: str = "") -> dict[str, Any]:
 
 
 def stage_optimizer(stage: StageConfig, path: str = "") -> GraftedStageOptimizer:
-    """The stage's :class:`GraftedStageOptimizer`: the keys its ``optimizer``
-    section gives over its method's ``default_optimizer()``.
-
-    ``base_lr`` and ``stage_lrs`` are alternatives: giving one replaces the
-    default's other.
-
-    Raises:
-        Invalid: Both of them given, or values that do not fit together.
-    """
+    """The stage's :class:`GraftedStageOptimizer`: its ``optimizer`` keys over
+    the method's ``default_optimizer()``. ``base_lr`` and ``stage_lrs`` are
+    alternatives: giving one replaces the default's other. Raises
+    :class:`Invalid`."""
     method: Any = _entry(stage, path).cls
     default = method.default_optimizer()
     where = join(path, "optimizer")

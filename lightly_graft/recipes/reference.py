@@ -20,11 +20,16 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from lightly_graft.recipes.schema import OptimizerConfig, Recipe
-from lightly_graft.recipes.validation import as_lists, join, keys_of, models_in
+from lightly_graft.recipes.validation import (
+    YAML_TYPES,
+    as_lists,
+    join,
+    keys_of,
+    models_in,
+)
 
 BEGIN = "<!-- BEGIN GENERATED REFERENCE (python -m lightly_graft.recipes.reference) -->"
 END = "<!-- END GENERATED REFERENCE -->"
-_SCALARS = {bool: "boolean", int: "integer", float: "number", str: "string"}
 
 
 def type_name(tp: Any) -> str:
@@ -45,7 +50,7 @@ def type_name(tp: Any) -> str:
         return f"a list of {count}{item.removeprefix('a ').removeprefix('an ')}s"
     if origin is dict or (isinstance(tp, type) and issubclass(tp, BaseModel)):
         return "a mapping"
-    name = _SCALARS.get(tp)
+    name = YAML_TYPES.get(tp)
     if name is None:
         return "any value"
     return ("an " if name[0] in "aeiou" else "a ") + name

@@ -1,14 +1,11 @@
 """Resolving a recipe: every value that will be used, and where it came from.
 
-``resolve_recipe`` fills in what the recipe left to the library: the image size
-from the backbone, the dataset's normalisation, the augmentation defaults for
-that size (:func:`lightly_graft.data.augmentation_defaults`), each stage's
-optimizer from its method's ``default_optimizer()`` and its ``method_args`` from
-the constructor's defaults. :func:`from_library` lists, per section, the keys
-that came from the library and from which part; :func:`derived_values` the
-global batch sizes and effective LRs. Resolving a resolved recipe changes
-nothing, so the ``recipe.yaml`` saved beside a checkpoint reruns the same
-training.
+``resolve_recipe`` fills in the image size (backbone), normalisation (dataset),
+augmentation (``augmentation_defaults``), each stage's optimizer
+(``default_optimizer()``) and ``method_args`` (constructor defaults);
+:func:`from_library` lists those keys by section, :func:`derived_values` the
+global batch sizes and effective LRs. Resolving is idempotent, so a saved
+``recipe.yaml`` reruns the same training.
 """
 
 from __future__ import annotations
@@ -99,27 +96,15 @@ def from_library(recipe: Recipe) -> dict[str, Any]:
     }
 
 
-def global_batch_size(recipe: Recipe, stage: StageConfig) -> int:
-    """Batch per device x devices x nodes x gradient accumulation."""
-    return (
-        stage.batch_size
-        * recipe.devices
-        * recipe.num_nodes
-        * stage.accumulate_grad_batches
-    )
-
-
 def derived_values(recipe: Recipe) -> dict[str, Any]:
-    """Values computed from the recipe: global batch sizes and effective LRs.
-
-    Effective LR = base LR x global batch / 256 (``scale_lr``, the rule of the
-    official MoCo v3, MAE and Layer Grafted code), per stage of blocks and for
-    the head (everything above the blocks).
-    """
+    """Global batch sizes (per device x devices x nodes x accumulation) and
+    effective LRs (``scale_lr``: base LR x global batch / 256, as in the official
+    MoCo v3, MAE and Layer Grafted code) per stage of blocks and the head."""
     stages: dict[str, Any] = {}
     for stage in recipe.stages:
         optimizer = stage_optimizer(stage)
-        batch = global_batch_size(recipe, stage)
+        batch = stage.batch_size * recipe.devices * recipe.num_nodes
+        batch *= stage.accumulate_grad_batches
         count = optimizer.num_stages
         scale = optimizer.scale_with_batch_size
         lrs = {

@@ -66,13 +66,13 @@ def _sequences(tree: Any, kind: type) -> Any:
     return tree
 
 
-_KINDS = {bool: "boolean", int: "integer", float: "number", str: "string"}
+YAML_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string"}
 
 
 def describe(value: Any) -> str:
     """A short rendering of a received value and its YAML type."""
     value = as_lists(value)
-    kind = {**_KINDS, list: "list", dict: "mapping", type(None): "null"}.get(
+    kind = {**YAML_TYPES, list: "list", dict: "mapping", type(None): "null"}.get(
         type(value), type(value).__name__
     )
     text = repr(value)

@@ -133,6 +133,22 @@ def plot_knn(
     return save_figure(figure, Path(path))
 
 
+_BACKBONE = """## Backbone
+
+`backbone.pt` is a plain timm state dict of the final online encoder; \
+`backbone.json` holds the timm name and keyword arguments:
+
+```python
+import json, timm, torch
+
+spec = json.load(open("backbone.json"))
+model = timm.create_model(
+    spec["name"], pretrained=False, num_classes=0, **spec["kwargs"]
+)
+model.load_state_dict(torch.load("backbone.pt", weights_only=True))
+```"""
+
+
 def write_report(
     run_dir: str | Path,
     *,
@@ -146,69 +162,35 @@ def write_report(
     figures: Sequence[Path] = (),
 ) -> Path:
     """Writes ``report.md`` (and ``knn.png``) into ``run_dir``; returns its path.
-
-    ``figures``: analysis PNGs inside ``run_dir``, embedded under "Analysis".
-    """
+    ``figures``: analysis PNGs inside ``run_dir``, embedded under "Analysis"."""
     run_dir = Path(run_dir)
     plot = plot_knn(floor, stages, run_dir / "knn.png")
-    parts = [f"# {title}", ""]
-    if description:
-        parts += [description.strip(), ""]
-    parts += [
+    blocks = [f"# {title}"] + ([description.strip()] if description else [])
+    blocks += [
         f"Total wall time: {_minutes(seconds)} over every session of the run "
-        "(including the random-init floor "
-        "and every kNN evaluation).",
-        "",
+        "(including the random-init floor and every kNN evaluation).",
         "## kNN accuracy",
-        "",
         knn_setup,
-        "",
         knn_table(floor, stages),
-        "",
     ]
-    for stage in stages:
-        if stage.unreadable:
-            parts += [
-                f"Stage `{stage.name}` skipped {stage.unreadable} unreadable images "
-                f"(`data.skip_unreadable`; listed in `{stage.name}/unreadable.txt`).",
-                "",
-            ]
+    blocks += [
+        f"Stage `{s.name}` skipped {s.unreadable} unreadable images "
+        f"(`data.skip_unreadable`; listed in `{s.name}/unreadable.txt`)."
+        for s in stages
+        if s.unreadable
+    ]
     if plot is not None:
-        parts += [f"![kNN top-1 per epoch]({plot.name})", ""]
+        blocks.append(f"![kNN top-1 per epoch]({plot.name})")
     if figures:
-        parts += [
+        blocks += [
             "## Analysis",
-            "",
             "Every stage's final encoder on the same held-out images "
             "(`lightly-graft analyze`; numbers in the CSV files beside each figure):",
-            "",
         ]
         for figure in figures:
             name = figure.stem.replace("_", " ").replace("-", " ")
-            parts += [f"![{name}]({figure.relative_to(run_dir).as_posix()})", ""]
-    parts += [
-        "## Backbone",
-        "",
-        "`backbone.pt` is a plain timm state dict of the final online encoder; "
-        "`backbone.json` holds the timm name and keyword arguments:",
-        "",
-        "```python",
-        "import json, timm, torch",
-        "",
-        'spec = json.load(open("backbone.json"))',
-        "model = timm.create_model(",
-        '    spec["name"], pretrained=False, num_classes=0, **spec["kwargs"]',
-        ")",
-        'model.load_state_dict(torch.load("backbone.pt", weights_only=True))',
-        "```",
-        "",
-        "## Resolved recipe",
-        "",
-        "```yaml",
-        recipe_yaml.rstrip(),
-        "```",
-        "",
-    ]
+            blocks.append(f"![{name}]({figure.relative_to(run_dir).as_posix()})")
+    blocks += [_BACKBONE, "## Resolved recipe", f"```yaml\n{recipe_yaml.rstrip()}\n```"]
     path = run_dir / "report.md"
-    write_atomic(path, "\n".join(parts))
+    write_atomic(path, "\n\n".join(blocks) + "\n")
     return path

@@ -182,35 +182,6 @@ class StageRunner:
         )
         return encoders[str(name)], "lightly_graft"
 
-    def trainer(
-        self,
-        stage: StageConfig,
-        stage_dir: Path,
-        extra: list[pl.Callback],
-        batches: int,
-    ) -> pl.Trainer:
-        """The stage's Trainer; ``batches``: training batches per epoch."""
-        recipe = self.recipe
-        return pl.Trainer(
-            max_epochs=stage.epochs,
-            accelerator=recipe.accelerator,
-            devices=recipe.devices,
-            num_nodes=recipe.num_nodes,
-            strategy=recipe.strategy,
-            precision=stage.precision,  # type: ignore[arg-type]
-            accumulate_grad_batches=stage.accumulate_grad_batches,
-            gradient_clip_val=stage.gradient_clip_val,
-            limit_train_batches=stage.limit_train_batches,
-            num_sanity_val_steps=0,
-            log_every_n_steps=max(1, min(50, batches // 2)),
-            logger=loggers(stage_dir),
-            callbacks=extra,
-            default_root_dir=stage_dir,
-            enable_progress_bar=self.progress_bar,
-            enable_model_summary=False,
-            plugins=[AtomicCheckpointIO()],
-        )
-
     def run(
         self,
         index: int,
@@ -265,8 +236,26 @@ class StageRunner:
         if source is not None:
             grafting = build_grafting(stage, *source)
             extra.insert(0, grafting)
-        batches = batches_per_epoch(stage, datamodule)
-        trainer = self.trainer(stage, stage_dir, extra, batches)
+        recipe, batches = self.recipe, batches_per_epoch(stage, datamodule)
+        trainer = pl.Trainer(
+            max_epochs=stage.epochs,
+            accelerator=recipe.accelerator,
+            devices=recipe.devices,
+            num_nodes=recipe.num_nodes,
+            strategy=recipe.strategy,
+            precision=stage.precision,  # type: ignore[arg-type]
+            accumulate_grad_batches=stage.accumulate_grad_batches,
+            gradient_clip_val=stage.gradient_clip_val,
+            limit_train_batches=stage.limit_train_batches,
+            num_sanity_val_steps=0,
+            log_every_n_steps=max(1, min(50, batches // 2)),
+            logger=loggers(stage_dir),
+            callbacks=extra,
+            default_root_dir=stage_dir,
+            enable_progress_bar=self.progress_bar,
+            enable_model_summary=False,
+            plugins=[AtomicCheckpointIO()],
+        )
         print(f"stage '{stage.name}' ({stage.method}): training in {stage_dir}")
         try:
             fit(trainer, method, datamodule, resume, stage_dir)
