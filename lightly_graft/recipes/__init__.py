@@ -1,13 +1,10 @@
 """Recipes: YAML files -> strict, frozen pydantic models. Parsing and
 validation only; running a recipe is :mod:`lightly_graft.run`.
 
-``load_recipe(path, overrides=())`` validates a recipe strictly (unknown keys,
-wrong types and out-of-range values are a ``RecipeError`` naming the file, the
-key path and the valid options); ``resolve_recipe`` fills in the auto values
-and every key left to the library (a stage's optimizer from its method's
-``default_optimizer()``, its ``method_args`` from the constructor);
-``save_recipe`` writes the resolved recipe beside a checkpoint. The models are
-in :mod:`~lightly_graft.recipes.schema`; the reference is ``docs/recipes.md``.
+``load_recipe`` validates (a problem is a ``RecipeError`` naming the file, the
+key path and the options), ``resolve_recipe`` fills in the auto values and the
+library's defaults, ``save_recipe`` writes the result. Reference:
+``docs/recipes.md``.
 """
 
 from __future__ import annotations

@@ -1,16 +1,10 @@
 """The recipe schema: strict, frozen pydantic models, one per YAML section.
 
-Each field's ``description`` is its reference documentation (``docs/recipes.md``
-is generated from it by :mod:`lightly_graft.recipes.reference`). A section that
-configures a library part takes its defaults from that part: ``knn`` from
-:class:`~lightly_graft.training.knn_monitor.KNNMonitor`, ``graft`` and
-``anchor`` from :class:`~lightly_graft.training.grafting.Grafting`, the data
-sizes from :class:`~lightly_graft.data.SSLDataModule`, and the ``optimizer``
-section is :class:`~lightly_graft.training.optimizer.GraftedStageOptimizer`'s
-fields, each left out one taken from the stage method's ``default_optimizer()``
-(:mod:`lightly_graft.recipes.resolve`). A None that the docs call "auto" is
-filled in by ``resolve_recipe``; the resolved values are what the saved
-``recipe.yaml`` beside each checkpoint shows.
+Each field's ``description`` is its reference text (``docs/recipes.md``). The
+defaults come from the library parts a section configures (``KNNMonitor``,
+``Grafting``, ``SSLDataModule``); ``optimizer`` is ``GraftedStageOptimizer``'s
+fields, a key left out taken from the method's ``default_optimizer()``. An
+"auto" None is filled in by ``resolve_recipe``.
 """
 
 from __future__ import annotations
@@ -191,7 +185,7 @@ class BackboneConfig(Section):  # type: ignore[no-redef]  # pydantic.mypy: field
     def _nest(cls, data: Any) -> Any:
         if isinstance(data, dict) and "kwargs" not in data:
             kwargs = {k: v for k, v in data.items() if k != "name"}
-            return {**{k: v for k, v in data.items() if k == "name"}, "kwargs": kwargs}
+            return {k: v for k, v in data.items() if k == "name"} | {"kwargs": kwargs}
         return data
 
     @model_serializer(mode="wrap")
@@ -339,33 +333,26 @@ class Recipe(Section):
         if not self.stages:
             raise At("stages", "is empty: give at least one stage")
         seen: list[str] = []
-        distributed = self.devices * self.num_nodes > 1
+        ddp = self.devices * self.num_nodes > 1
         for i, stage in enumerate(self.stages):
+            at = f"stages[{i}]"
             if stage.name in seen:
-                raise At(
-                    f"stages[{i}].name", f"'{stage.name}' is used by an earlier stage"
-                )
+                raise At(f"{at}.name", f"'{stage.name}' is used by an earlier stage")
             source = stage.graft.from_ if stage.graft else None
             if source == PREVIOUS and i == 0:
-                raise At(
-                    f"stages[{i}].graft.from", "the first stage has no previous stage"
-                )
+                raise At(f"{at}.graft.from", "the first stage has no previous stage")
             if source not in (None, PREVIOUS) and source not in seen:
                 earlier = ", ".join(f"'{s}'" for s in seen) or "none"
                 raise At(
-                    f"stages[{i}].graft.from",
+                    f"{at}.graft.from",
                     f"'{source}' is not an earlier stage; earlier stages: {earlier} "
                     "(or 'previous')",
                 )
             seen.append(stage.name)
-            if (
-                distributed
-                and stage.graft is not None
-                and stage.graft.freeze_epochs > 0
-                and "find_unused_parameters_true" not in self.strategy
-            ):
+            freezes = stage.graft is not None and stage.graft.freeze_epochs > 0
+            if ddp and freezes and "find_unused_parameters_true" not in self.strategy:
                 raise At(
-                    f"stages[{i}].graft.freeze_epochs",
+                    f"{at}.graft.freeze_epochs",
                     "freezes blocks during training, which DDP only allows when it "
                     "looks for unused parameters: set strategy: "
                     "ddp_find_unused_parameters_true (or freeze with "

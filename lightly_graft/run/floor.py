@@ -1,10 +1,6 @@
-"""The random-init floor: kNN accuracy of the untrained backbone.
-
-Measured once per run, before the first stage trains, on the first stage's
-freshly initialised method, by the same ``KNNMonitor.evaluate`` with the same
-bank, query set, k and temperature as the monitor during training, so the
-report's gains are differences between numbers taken the same way. A backbone
-that learned nothing scores the floor, not zero.
+"""The random-init floor: kNN accuracy of the untrained stage-0 method, measured
+once per run by the same ``KNNMonitor.evaluate``, bank, queries, k and
+temperature as during training, so the report's gains compare like with like.
 """
 
 from __future__ import annotations
@@ -27,10 +23,9 @@ FLOOR = "floor.json"
 def random_init_floor(
     recipe: Recipe, root: Path, method: Any, datamodule: Any
 ) -> KNNPoint | None:
-    """Measures the floor on ``method`` (None: a fresh stage-0 method) and saves
-    it in ``root/floor.json``; a resumed run reads it back from there. The model
-    is moved to the recipe's device and back; ``KNNMonitor.evaluate`` restores
-    its train/eval modes and the RNG states."""
+    """Measures the floor on ``method`` (None: a fresh stage-0 method) on the
+    recipe's device and saves it in ``root/floor.json`` (a resumed run reads it
+    back)."""
     path = root / FLOOR
     if not recipe.random_init_knn:
         return None

@@ -1,9 +1,5 @@
-"""The run report: ``report.md`` with the kNN table, a plot and the recipe.
-
-Reads each stage's ``metrics.csv`` (Lightning's ``CSVLogger``) for the kNN
-accuracy per epoch, plots all stages on one epoch axis with the random-init
-floor as a horizontal line (``knn.png``), and writes the markdown table of the
-floor and every stage's final top-1/top-5.
+"""The run report: ``report.md`` with the kNN table (floor and each stage's
+final top-1/top-5 from its ``metrics.csv``), ``knn.png`` and the recipe.
 """
 
 from __future__ import annotations
