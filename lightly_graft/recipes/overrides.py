@@ -1,12 +1,9 @@
-"""Command-line overrides: ``--set stages.1.epochs=5``.
+"""Command-line overrides: ``--set KEY=VALUE``, e.g. ``stages.1.epochs=5``.
 
-An override is ``KEY=VALUE``. ``KEY`` is a dotted path into the recipe's YAML
-tree; list items are picked by index (``stages.1``) or, under ``stages``, by
-stage name (``stages.moco.epochs``). ``VALUE`` is parsed as YAML (``5`` is an
-int, ``1e-4`` a float, ``[1, 2]`` a list, ``null`` None, ``default`` a string).
-Overrides are applied to the raw tree before validation, so an overridden value
-is checked exactly like one written in the file, and a key that the schema does
-not know is reported with the override that introduced it.
+``KEY`` is a dotted path into the YAML tree (list items by index, stages also
+by name: ``stages.moco.epochs``); ``VALUE`` is parsed as YAML. They apply to the
+raw tree before validation, so an overridden value is checked like one in the
+file.
 """
 
 from __future__ import annotations

@@ -46,15 +46,10 @@ def build_method(recipe: Recipe, stage: StageConfig) -> Any:
 
 
 def train_transform(data: DataConfig, method: str) -> Any:
-    """The stage's per-image view transform (lightly's transforms).
-
-    One view: MAE's crop + flip. A method whose ``make_transform`` has view
-    presets (Masked MoCo/BYOL): its own, with ``augment.preset``. Two views: MoCo
-    v3's (BYOL's) views. More (MTL): the method's own, with the two-view options.
-
-    Raises:
-        RecipeError: ``augment.preset`` is set for a method without presets.
-    """
+    """The stage's per-image views: MAE's crop + flip (one view), the method's
+    own with ``augment.preset`` (Masked MoCo/BYOL), MoCo v3's (two views) or the
+    method's own with the two-view options (MTL). ``RecipeError``: a preset for
+    a method without presets."""
     return _views(data, method, batched=False)
 
 

@@ -15,7 +15,6 @@ import errno
 import fcntl
 import os
 from pathlib import Path
-from types import TracebackType
 
 from lightly_graft.errors import GraftError
 
@@ -55,11 +54,8 @@ class DirectoryLock:
     def __init__(self, root: str | Path, what: str = "run directory") -> None:
         self.root = Path(root)
         self.what = what
+        self.path = self.root / LOCK
         self._fd: int | None = None
-
-    @property
-    def path(self) -> Path:
-        return self.root / LOCK
 
     def holder(self) -> str:
         """The PID written by the holder, or '?'."""
@@ -111,10 +107,5 @@ class DirectoryLock:
     def __enter__(self) -> DirectoryLock:
         return self.acquire()
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.release()

@@ -68,11 +68,7 @@ def prepare_run(
     check_only: bool = False,
 ) -> RunPlan:
     """Loads, resolves and checks a recipe and its run directory; trains nothing.
-
-    Raises:
-        GraftError: Any problem with the recipe, its data or checkpoints, or an
-            existing run directory that may not be reused.
-    """
+    Raises ``GraftError`` for any problem (recipe, data, checkpoints, folder)."""
     loaded = load_recipe(recipe_path, overrides)
     recipe = resolve_recipe(loaded)
     check_run(recipe, source=f"recipe '{recipe_path}'")
@@ -134,14 +130,9 @@ def _knn_setup(recipe: Recipe, datamodule: Any) -> str:
 def run_pipeline(plan: RunPlan, *, progress_bar: bool = True) -> RunSummary:
     """Trains every stage of a prepared run and writes the backbone and report.
 
-    Rank 0 holds the run directory's lock (:class:`~lightly_graft.run.lock.DirectoryLock`)
-    throughout and re-applies the resume policy under it. If the run fails
-    before anything worth keeping was written (no checkpoint, no finished
-    stage), what it wrote is removed, so that the same command can be retried.
-
-    Raises:
-        DirectoryLockedError: Another live process is running in the directory.
-    """
+    Rank 0 holds the directory's lock throughout (``DirectoryLockedError`` if
+    another process does) and re-applies the resume policy under it. A run that
+    fails before writing anything worth keeping removes what it wrote."""
     if not is_global_zero():
         return _run_stages(plan, progress_bar=progress_bar)
     root = plan.run_dir.root

@@ -43,13 +43,9 @@ class StageSummary:
 
 
 def read_knn_history(stage_dir: str | Path) -> tuple[KNNPoint, ...]:
-    """kNN points from a stage's CSVLogger files (rows without kNN skipped).
-
-    Reads ``metrics-1.csv``, ``metrics-2.csv``, ... (sessions interrupted and
-    resumed) then ``metrics.csv``; a later value for an epoch wins. ``epoch`` in
-    the CSV is the 0-based epoch during which the value was logged, so a point
-    logged at the end of epoch e counts as ``e + 1`` epochs.
-    """
+    """kNN points from ``metrics-1.csv``, ... (earlier sessions) and
+    ``metrics.csv`` of a stage, a later value for an epoch winning; a value
+    logged during 0-based epoch e counts as ``e + 1`` epochs."""
     directory = Path(stage_dir)
     earlier = sorted(
         directory.glob("metrics-*.csv"), key=lambda p: int(p.stem.split("-")[1])
