@@ -19,6 +19,7 @@ from lightly_graft.data import (
     two_view_transform,
 )
 from lightly_graft.errors import RecipeError, format_options
+from lightly_graft.methods.transforms import TWO_VIEW_OPTIONS
 from lightly_graft.modules.backbone import BackboneSpec
 from lightly_graft.recipes.methods import method_args, stage_optimizer
 from lightly_graft.recipes.schema import DataConfig, KNNConfig, Recipe, StageConfig
@@ -87,41 +88,19 @@ def _views(data: DataConfig, method: str, *, batched: bool) -> Any:
             f"view presets (methods with presets: {format_options(with_presets)}); "
             "remove the key or use the two-view options (min_scale, cj_strength, ...)."
         )
+    common: dict[str, Any] = {"input_size": size, "normalize": normalize}
     if views == 1:
-        return one_view(
-            input_size=size,
-            min_scale=augment.mae_min_scale,  # type: ignore[arg-type]
-            normalize=normalize,
-        )
+        return one_view(min_scale=augment.mae_min_scale, **common)  # type: ignore[arg-type]
     if has_presets:
         preset = {} if augment.preset is None else {"preset": augment.preset}
-        return factory(
-            input_size=size,
-            min_scale=augment.min_scale,
-            normalize=normalize,
-            **preset,
-        )
-    two_view = augment.model_dump(
-        include={
-            "cj_strength",
-            "blur_probs",
-            "blur_sigmas",
-            "solarize_prob",
-            "hflip_prob",
-        }
-    )
+        return factory(min_scale=augment.min_scale, **common, **preset)
+    two_view = augment.model_dump(include=set(TWO_VIEW_OPTIONS))
     if views == 2:
-        return two_views(
-            input_size=size,
-            min_scale=augment.min_scale,  # type: ignore[arg-type]
-            normalize=normalize,
-            **two_view,
-        )
+        return two_views(min_scale=augment.min_scale, **common, **two_view)  # type: ignore[arg-type]
     return factory(
-        input_size=size,
         min_scale=augment.min_scale,
         mae_min_scale=augment.mae_min_scale,
-        normalize=normalize,
+        **common,
         **two_view,
     )
 
