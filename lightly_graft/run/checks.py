@@ -9,7 +9,6 @@ shapes against the backbone. A problem is a ``RecipeError`` (or the reader's
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -37,55 +36,56 @@ def _class_folders(directory: Path) -> tuple[Path, list[str]]:
     return train_root, names
 
 
-def data_problems(path: str | None) -> Iterator[str]:
-    """Problems with a data spec, as messages (empty if none)."""
+def data_problem(path: str | None) -> str | None:
+    """Why a data path cannot be used, or None."""
     if path is None:
-        yield (
+        return (
             "is not set: give the dataset folder with --set data.path=DIR "
             "(ImageFolder style: DIR/train/<class>/*, DIR/val/<class>/*)"
         )
-        return
     if path == DEFAULT:
-        if not (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
-            yield (
-                f"'default' is the embedded Fashion-MNIST, but {FASHION_MNIST_DIR} "
-                f"does not hold it: {INSTALL_HINT}"
-            )
-        return
+        if (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
+            return None
+        return (
+            f"'default' is the embedded Fashion-MNIST, but {FASHION_MNIST_DIR} "
+            f"does not hold it: {INSTALL_HINT}"
+        )
     directory = Path(path).expanduser()
     if not directory.is_dir():
         what = "is a file" if directory.exists() else "does not exist"
-        yield (
+        return (
             f"'{path}' {what}: give an ImageFolder-style directory "
             "(DIR/<class>/<image>, or DIR/train and DIR/val) or 'default'"
         )
-        return
     train_root, classes = _class_folders(directory)
     if not classes:
-        yield f"'{path}' has no class folders: expected {train_root}/<class>/<image>"
+        return f"'{path}' has no class folders: expected {train_root}/<class>/<image>"
+    return None
 
 
-def checkpoint_problems(path: str) -> Iterator[str]:
-    """Problems with a checkpoint file that keep it from being read at all."""
+def checkpoint_file_problem(path: str) -> str | None:
+    """Why a checkpoint file cannot be read at all, or None."""
     file = Path(path).expanduser()
     if not file.exists():
-        yield f"'{path}' does not exist: give the path of a checkpoint file"
-    elif not file.is_file():
-        yield f"'{path}' is a directory, not a checkpoint file"
-    elif not os.access(file, os.R_OK):
-        yield f"'{path}' is not readable (permissions): chmod +r it or copy it"
-    elif file.stat().st_size == 0:
-        yield f"'{path}' is empty (0 bytes): the download or save was interrupted"
+        return f"'{path}' does not exist: give the path of a checkpoint file"
+    if not file.is_file():
+        return f"'{path}' is a directory, not a checkpoint file"
+    if not os.access(file, os.R_OK):
+        return f"'{path}' is not readable (permissions): chmod +r it or copy it"
+    if file.stat().st_size == 0:
+        return f"'{path}' is empty (0 bytes): the download or save was interrupted"
+    return None
 
 
 def check_inputs(recipe: Recipe, *, source: str) -> None:
     """Raises one ``RecipeError`` listing every unusable input file, if any;
     ``source`` names the recipe, e.g. "recipe 'x.yaml'"."""
-    problems = [f"data.path: {p}" for p in data_problems(recipe.data.path)]
+    found = [("data.path", data_problem(recipe.data.path))]
     for i, stage in enumerate(recipe.stages):
         if stage.graft is not None and stage.graft.checkpoint is not None:
-            for problem in checkpoint_problems(stage.graft.checkpoint):
-                problems.append(f"stages[{i}].graft.checkpoint: {problem}")
+            problem = checkpoint_file_problem(stage.graft.checkpoint)
+            found.append((f"stages[{i}].graft.checkpoint", problem))
+    problems = [f"{key}: {problem}" for key, problem in found if problem is not None]
     if problems:
         raise RecipeError(f"{source}: " + "; ".join(problems))
 
