@@ -26,6 +26,7 @@ from pathlib import Path
 from lightly_graft.bench.arms import Job, choose_scale, resolve_arms
 from lightly_graft.bench.bench_dir import SUITE, Bench, BenchExistsError
 from lightly_graft.bench.budget import total_flops
+from lightly_graft.bench.jobs import run_job
 from lightly_graft.bench.suite import Arm, Suite, dependencies, load_suite
 from lightly_graft.errors import RecipeError
 from lightly_graft.run.lock import DirectoryLock
@@ -114,8 +115,11 @@ def _run_jobs(
         scales = bench.sweep_scales(arm)
         if len(scales) > 1 and sweep is not None:
             results = {
-                x: bench.run_job(
-                    Job(arm.name, sweep.seed, x), plan_total=jobs_flops, plan_done=done
+                x: run_job(
+                    bench,
+                    Job(arm.name, sweep.seed, x),
+                    plan_total=jobs_flops,
+                    plan_done=done,
                 )
                 for x in scales
             }
@@ -127,7 +131,8 @@ def _run_jobs(
     for seed in all_seeds:
         for arm in arms:
             if seed in suite.seeds_of(arm):
-                bench.run_job(
+                run_job(
+                    bench,
                     Job(arm.name, seed, bench.scale_of(arm)),
                     plan_total=jobs_flops,
                     plan_done=done,
