@@ -90,6 +90,28 @@ def run_suite(
     return root
 
 
+def _flops_left(
+    bench: Bench, suite: Suite, arms: Sequence[Arm], seeds: Sequence[int]
+) -> float:
+    """Training FLOPs of the jobs without a result (the progress line's "left"):
+    the sweep's scales on its seed, and every other seed at whichever scale."""
+    sweep = suite.lr_sweep
+    any_scale = {1.0, *(sweep.scales if sweep is not None else ())}
+    total = 0.0
+    for arm in arms:
+        per_job = sum(total_flops(bench.own_stages(arm), bench.stage_costs(arm)))
+        scales = bench.sweep_scales(arm)
+        for seed in suite.seeds_of(arm):
+            if seed not in seeds:
+                continue
+            if len(scales) > 1 and sweep is not None and seed == sweep.seed:
+                jobs = [Job(arm.name, seed, x) for x in scales]
+                total += per_job * sum(bench.result(j) is None for j in jobs)
+            elif all(bench.result(Job(arm.name, seed, x)) is None for x in any_scale):
+                total += per_job
+    return total
+
+
 def _run_jobs(
     bench: Bench,
     suite: Suite,
@@ -102,14 +124,7 @@ def _run_jobs(
     if seeds is not None:
         all_seeds = [s for s in all_seeds if s in set(seeds)]
     sweep = suite.lr_sweep
-    jobs_flops = 0.0
-    for arm in arms:
-        per_job = sum(total_flops(bench.own_stages(arm), bench.stage_costs(arm)))
-        n_sweep = (
-            len(bench.sweep_scales(arm)) - 1 if len(bench.sweep_scales(arm)) > 1 else 0
-        )
-        n_seeds = len([s for s in suite.seeds_of(arm) if s in all_seeds])
-        jobs_flops += per_job * (n_sweep + n_seeds)
+    jobs_flops = _flops_left(bench, suite, arms, all_seeds)
     done: list[float] = []
     for arm in arms:  # the LR sweep, dependencies first
         scales = bench.sweep_scales(arm)

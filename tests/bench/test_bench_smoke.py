@@ -182,3 +182,28 @@ def test_bench__unknown_only_arm(
         == 2
     )
     assert "did you mean 'moco'" in capsys.readouterr().err
+
+
+def test_bench__time_left_counts_only_jobs_without_a_result(bench: Path) -> None:
+    from lightly_graft.bench.arms import Job, resolve_arms
+    from lightly_graft.bench.bench_dir import Bench
+    from lightly_graft.bench.budget import total_flops
+    from lightly_graft.bench.runner import _flops_left, _order
+
+    suite = load_suite(SUITE)
+    stages = resolve_arms(suite, SUITE.parent, "smoke")
+    opened = Bench(suite, "smoke", stages, bench)
+    opened.prepare(resume=True)
+    arms = _order(suite, None)
+    assert _flops_left(opened, suite, arms, [0]) == 0.0  # everything finished
+    vicreg = suite.arm("vicreg")
+    result = opened.result_path(Job("vicreg", 0))
+    saved = result.read_text()
+    result.unlink()
+    try:
+        per_job = sum(
+            total_flops(opened.own_stages(vicreg), opened.stage_costs(vicreg))
+        )
+        assert _flops_left(opened, suite, arms, [0]) == per_job > 0
+    finally:
+        result.write_text(saved)
