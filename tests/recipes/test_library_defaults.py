@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from graft_testing import TINY_BACKBONE
 
 from lightly_graft import zoo
 from lightly_graft.recipes import (
@@ -20,14 +21,6 @@ from lightly_graft.recipes import (
 )
 from lightly_graft.recipes.methods import SET_BY_RECIPE
 
-BACKBONE = {
-    "name": "vit_tiny_patch16_224",
-    "img_size": 32,
-    "patch_size": 8,
-    "embed_dim": 32,
-    "depth": 3,
-    "num_heads": 2,
-}
 # 16 patches of 8 px, 3 blocks: every method's defaults fit (Masked MoCo's 8
 # chunks of 2 patches, GraftedMoCo's 3 stages of 1 block).
 RECIPE = """\
@@ -53,7 +46,7 @@ def _constructor_defaults(cls: type) -> dict[str, object]:
     stores as its hyperparameters (Lightning reads them from the frames of
     every ``__init__`` in the hierarchy, not from the signatures)."""
     with torch.device("meta"):
-        method = cls(batch_size_per_device=8, num_classes=0, backbone=BACKBONE)
+        method = cls(batch_size_per_device=8, num_classes=0, backbone=TINY_BACKBONE)
     return {k: v for k, v in method.hparams.items() if k not in SET_BY_RECIPE}
 
 
