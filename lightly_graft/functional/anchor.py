@@ -57,6 +57,13 @@ def anchor_penalty(
     return weight * sum_of_distances(params, references, p)
 
 
+def flatten(tensors: Sequence[Tensor]) -> Tensor:
+    """The tensors' values in one new vector (``cat`` always copies)."""
+    if not tensors:
+        return torch.zeros(0)
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
 def sum_of_distances(
     params: Sequence[Tensor], references: Sequence[Tensor] | Tensor, p: int = 2
 ) -> Tensor:
@@ -66,8 +73,7 @@ def sum_of_distances(
     anchor does it once). The parameters are concatenated into one vector: a
     handful of autograd nodes instead of four per tensor (half the time of a
     per-tensor loop for a ViT's ~50 tensors)."""
-    flat = torch.cat([param.reshape(-1) for param in params])
     if not isinstance(references, Tensor):
-        references = torch.cat([ref.reshape(-1) for ref in references])
-    diff = flat - references.detach()
+        references = flatten(references)
+    diff = flatten(params) - references.detach()
     return diff.abs().sum() if p == 1 else diff.pow(2).sum()

@@ -28,6 +28,7 @@ from lightly_graft.errors import CheckpointError
 from lightly_graft.functional.anchor import (
     anchor_penalty,
     check_anchor_p,
+    flatten,
     sum_of_distances,
 )
 from lightly_graft.modules.backbone import param_location
@@ -103,13 +104,6 @@ def nothing_fits_error(report: GraftReport) -> CheckpointError:
     )
 
 
-def _flatten(tensors: Sequence[Tensor]) -> Tensor:
-    """One new vector of the tensors' values (``cat`` always copies)."""
-    if not tensors:
-        return torch.zeros(0)
-    return torch.cat([t.reshape(-1) for t in tensors])
-
-
 def grafted_keys(
     state_keys: Sequence[str], depth: int, num_blocks: int, norm: bool
 ) -> list[str]:
@@ -160,7 +154,7 @@ class AnchorRegularizer(nn.Module):
         self.p = p
         # One flat copy (the penalty's one operand); references() are views.
         self._shapes = [ref.shape for ref in references]
-        self._flat = _flatten([ref.detach() for ref in references])
+        self._flat = flatten([ref.detach() for ref in references])
 
     def references(self) -> list[Tensor]:
         sizes = [shape.numel() for shape in self._shapes]
