@@ -69,7 +69,10 @@ def _percent(value: float | None) -> str:
 
 
 def _minutes(seconds: float) -> str:
-    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+    if seconds >= 60:
+        return f"{seconds / 60:.1f} min"
+    # Tenths below 10 s: a tiny run's total would otherwise read "0 s".
+    return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
 
 
 def knn_table(floor: KNNPoint | None, stages: Sequence[StageSummary]) -> str:

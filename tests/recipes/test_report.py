@@ -45,7 +45,7 @@ def test_knn_table__floor_and_gain_in_points() -> None:
     assert table[2] == "| random init (floor) | - | 0 | 50.0 | 90.0 | - | - |"
     assert table[3] == "| mae | mae | 2 | 55.0 | 95.0 | +5.0 | 30 s |"
     assert table[4] == "| moco | grafted_moco | 4 | 63.4 | 99.0 | +13.4 | 1.5 min |"
-    assert table[5] == "| extra | mae | 1 | n/a | n/a | n/a | 5 s |"
+    assert table[5] == "| extra | mae | 1 | n/a | n/a | n/a | 5.0 s |"
 
 
 def test_write_report__markdown_plot_and_recipe(tmp_path: Path) -> None:
