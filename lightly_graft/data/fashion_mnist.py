@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -151,6 +152,20 @@ class FashionMNIST(Dataset):
         if self.transform is not None:
             image = self.transform(image)
         return image, int(self.labels[index])
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[Any, int]]:
+        """A DataLoader batch: through the transform's ``on_uint8_batch`` when it
+        has one that takes 28 px (the decode and eval transforms), from the
+        arrays at once; else image by image. The same values either way."""
+        on_batch = getattr(self.transform, "on_uint8_batch", None)
+        if on_batch is not None:
+            gray = torch.from_numpy(self.images[indices])
+            out = on_batch(gray[:, None].expand(-1, 3, -1, -1))  # as convert("RGB")
+            if out is not None:
+                return list(
+                    zip(out.unbind(0), self.labels[indices].tolist(), strict=True)
+                )
+        return [self[index] for index in indices]
 
     def __repr__(self) -> str:
         split = "train" if self.train else "test"

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 import torchvision.transforms as T
 from lightly.transforms import (
     BYOLTransform,
@@ -30,6 +31,7 @@ from lightly.transforms import (
     BYOLView2Transform,
     MAETransform,
 )
+from torch import Tensor
 
 SMALL_IMAGE_SIZE = 64
 
@@ -100,23 +102,94 @@ def two_view_transform(
     return BYOLTransform(view_1_transform=view_1, view_2_transform=view_2)
 
 
-def eval_transform(*, input_size: int, normalize: dict[str, list[float]]) -> T.Compose:
+class _FastPathTransform:
+    """A torchvision ``Compose`` for PIL images, plus the same transform applied
+    to a whole batch of decoded uint8 images that already have its output size.
+
+    Datasets that hold decoded arrays (the embedded Fashion-MNIST) call
+    :meth:`on_uint8_batch` from ``__getitems__`` instead of one PIL round trip
+    per image (``fromarray``, ``convert``, the no-op resize and crop, then back
+    to a tensor), which was most of the loader's time at 28 px. The values are
+    bitwise those of ``__call__`` (tested): torchvision is not written for
+    batches of arrays, so the batched form is ours.
+    """
+
+    def __init__(self, compose: T.Compose, input_size: int) -> None:
+        self.compose = compose
+        self.input_size = input_size
+
+    def __call__(self, image: Any) -> Tensor:
+        return self.compose(image)
+
+    def on_uint8_batch(self, images: Tensor) -> Tensor | None:
+        """(B, 3, H, W) uint8 -> the stacked outputs of ``__call__``; None if the
+        images do not have the output size (resizing stays per image)."""
+        if tuple(images.shape[-2:]) != (self.input_size, self.input_size):
+            return None
+        return self._batch(images)
+
+    def _batch(self, images: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return repr(self.compose)
+
+
+class EvalTransform(_FastPathTransform):
+    """:func:`eval_transform`: resize, centre crop, ``ToTensor``, ``Normalize``."""
+
+    def __init__(self, input_size: int, normalize: dict[str, list[float]]) -> None:
+        super().__init__(
+            T.Compose(
+                [
+                    T.Resize(input_size, interpolation=T.InterpolationMode.BICUBIC),
+                    T.CenterCrop(input_size),
+                    T.ToTensor(),
+                    T.Normalize(mean=normalize["mean"], std=normalize["std"]),
+                ]
+            ),
+            input_size,
+        )
+        self.mean = torch.tensor(normalize["mean"]).view(1, -1, 1, 1)
+        self.std = torch.tensor(normalize["std"]).view(1, -1, 1, 1)
+
+    def _batch(self, images: Tensor) -> Tensor:
+        # ToTensor's (default dtype, / 255), then Normalize's sub_ and div_.
+        x = images.to(torch.get_default_dtype()).div(255)
+        return x.sub_(self.mean).div_(self.std)
+
+
+class DecodeTransform(_FastPathTransform):
+    """:func:`decode_transform`: resize, centre crop, ``PILToTensor``."""
+
+    def __init__(self, input_size: int) -> None:
+        super().__init__(
+            T.Compose(
+                [
+                    T.Resize(input_size, interpolation=T.InterpolationMode.BICUBIC),
+                    T.CenterCrop(input_size),
+                    T.PILToTensor(),
+                ]
+            ),
+            input_size,
+        )
+
+    def _batch(self, images: Tensor) -> Tensor:
+        return images.contiguous()
+
+
+def eval_transform(
+    *, input_size: int, normalize: dict[str, list[float]]
+) -> EvalTransform:
     """Deterministic transform for kNN bank/query images: (3, size, size) tensor.
 
     Resizes the short side to ``input_size`` and centre-crops a square (a no-op
     for images that already have that size).
     """
-    return T.Compose(
-        [
-            T.Resize(input_size, interpolation=T.InterpolationMode.BICUBIC),
-            T.CenterCrop(input_size),
-            T.ToTensor(),
-            T.Normalize(mean=normalize["mean"], std=normalize["std"]),
-        ]
-    )
+    return EvalTransform(input_size, normalize)
 
 
-def decode_transform(*, input_size: int) -> T.Compose:
+def decode_transform(*, input_size: int) -> DecodeTransform:
     """PIL image -> (3, input_size, input_size) uint8 tensor, for batched views.
 
     An image of another size is resized once (short side to ``input_size``,
@@ -124,10 +197,4 @@ def decode_transform(*, input_size: int) -> T.Compose:
     the random crops are then drawn from that square (from the whole image in
     the per-image path). An image that has the size already is only converted.
     """
-    return T.Compose(
-        [
-            T.Resize(input_size, interpolation=T.InterpolationMode.BICUBIC),
-            T.CenterCrop(input_size),
-            T.PILToTensor(),
-        ]
-    )
+    return DecodeTransform(input_size)

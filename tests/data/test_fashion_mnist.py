@@ -89,3 +89,41 @@ def test_fashion_mnist__mismatched_files_is_data_error(tmp_path: Path) -> None:
     _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros((2,)))
     with pytest.raises(DataError, match="do not match"):
         FashionMNIST(train=False, root=tmp_path)
+
+
+@needs_fashion_mnist
+@pytest.mark.parametrize("kind", ["decode", "eval", "eval_resized", "none"])
+def test_getitems__batch_fast_path_equals_image_by_image(kind: str) -> None:
+    # The DataLoader fetches through __getitems__: the decode and eval
+    # transforms at 28 px take the arrays at once, which must give bitwise the
+    # values (and dtypes, and int labels) of the per-image PIL path; at another
+    # size, or without a transform, it falls back to the per-image path.
+    import torch
+    from torch.utils.data import DataLoader, Subset, default_collate
+
+    from lightly_graft.data import decode_transform, default_normalize, eval_transform
+
+    normalize = default_normalize("default")
+    transform = {
+        "decode": decode_transform(input_size=28),
+        "eval": eval_transform(input_size=28, normalize=normalize),
+        "eval_resized": eval_transform(input_size=32, normalize=normalize),
+        "none": None,
+    }[kind]
+    dataset = FashionMNIST(train=False, transform=transform)
+    indices = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))
+    indices = indices[:64].tolist()
+    fast = dataset.__getitems__(indices)
+    slow = [dataset[i] for i in indices]
+    assert [label for _, label in fast] == [label for _, label in slow]
+    assert all(isinstance(label, int) for _, label in fast)
+    if kind == "none":
+        assert all(isinstance(image, Image.Image) for image, _ in fast)
+        return
+    for (a, _), (b, _) in zip(fast, slow, strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        assert torch.equal(a, b)
+    subset = Subset(dataset, indices)  # the kNN bank and query sets are subsets
+    batch = next(iter(DataLoader(subset, batch_size=64)))
+    expected = default_collate(slow)
+    assert torch.equal(batch[0], expected[0]) and torch.equal(batch[1], expected[1])
