@@ -31,7 +31,7 @@ from lightly_graft.run.floor import random_init_floor
 from lightly_graft.run.lock import DirectoryLock, check_directory
 from lightly_graft.run.report import KNNPoint, StageSummary, write_report
 from lightly_graft.run.run_dir import RECIPE, RunDirectory
-from lightly_graft.run.stage import StageRunner, is_global_zero, stage_summary
+from lightly_graft.run.stage import StageRunner, is_global_zero
 from lightly_graft.training.checkpoints import export_timm, load_backbone
 from lightly_graft.training.devices import resolve_device
 
@@ -148,61 +148,37 @@ def run_pipeline(plan: RunPlan, *, progress_bar: bool = True) -> RunSummary:
             raise
 
 
-def _finished(plan: RunPlan) -> RunSummary | None:
-    """The summary of a run that an earlier session finished, or None."""
-    recipe, root = plan.recipe, plan.run_dir.root
-    done = [plan.run_dir.done(stage.name) for stage in recipe.stages]
-    report, backbone = root / "report.md", root / "backbone.pt"
-    if not (report.is_file() and backbone.is_file()) or any(d is None for d in done):
-        return None
-    for stage in recipe.stages:
-        print(f"stage '{stage.name}': finished earlier, skipped (--resume)")
-    print(
-        f"run '{root}' finished earlier (every stage done, {report.name} written): "
-        "nothing to do; nothing was changed"
-    )
-    stages = tuple(
-        stage_summary(stage, plan.run_dir.stage_dir(stage.name), info)
-        for stage, info in zip(recipe.stages, done, strict=True)
-        if info is not None
-    )
-    seconds = sum(stage.seconds for stage in stages)
-    return RunSummary(root, report, backbone, None, stages, seconds)
-
-
 def _run_stages(plan: RunPlan, *, progress_bar: bool) -> RunSummary:
     start = time.perf_counter()
-    recipe, run_dir = plan.recipe, plan.run_dir
-    finished = _finished(plan) if plan.resume else None
-    if finished is not None:
-        return finished
+    recipe, run_dir, root = plan.recipe, plan.run_dir, plan.run_dir.root
+    report, backbone = root / "report.md", root / "backbone.pt"
+    runner = StageRunner(recipe, run_dir, plan.derived, progress_bar=progress_bar)
+    done = [run_dir.done(stage.name) is not None for stage in recipe.stages]
+    if plan.resume and report.is_file() and backbone.is_file() and all(done):
+        # Every stage is skipped (its summary read back); nothing is written.
+        stages = tuple(runner.run(i, {})[0] for i in range(len(recipe.stages)))
+        print(
+            f"run '{root}' finished earlier (every stage done, {report.name} written): "
+            "nothing to do; nothing was changed"
+        )
+        return RunSummary(root, report, backbone, None, stages, runner.earlier_seconds)
     if is_global_zero():
-        run_dir.root.mkdir(parents=True, exist_ok=True)
-        save_recipe(recipe, run_dir.root / RECIPE, derived=plan.derived)
+        root.mkdir(parents=True, exist_ok=True)
+        save_recipe(recipe, root / RECIPE, derived=plan.derived)
     pl.seed_everything(recipe.seed, workers=True, verbose=False)
     first_data = build_datamodule(recipe, recipe.stages[0])
     first_data.setup()
-    first = None
-    if run_dir.done(recipe.stages[0].name) is None:
-        # The floor is measured on the very model that stage 0 then trains.
-        first = build_method(recipe, recipe.stages[0])
+    # The floor is measured on the very model that stage 0 then trains.
+    first = None if done[0] else build_method(recipe, recipe.stages[0])
     floor = (
-        random_init_floor(recipe, run_dir.root, first, first_data)
-        if is_global_zero()
-        else None
+        random_init_floor(recipe, root, first, first_data) if is_global_zero() else None
     )
-    runner = StageRunner(plan.recipe, run_dir, plan.derived, progress_bar=progress_bar)
     encoders: dict[str, Path] = {}
     summaries = []
     for index, stage in enumerate(recipe.stages):
-        method = first if index == 0 else None
-        data = first_data if index == 0 else None
-        done, encoders[stage.name] = runner.run(
-            index, encoders, method=method, datamodule=data
-        )
-        summaries.append(done)
-    root = run_dir.root
-    backbone = root / "backbone.pt"
+        built = {"method": first, "datamodule": first_data} if index == 0 else {}
+        summary, encoders[stage.name] = runner.run(index, encoders, **built)
+        summaries.append(summary)
     if is_global_zero():  # rank 0 writes the backbone and the report
         vit, spec = load_backbone(encoders[recipe.stages[-1].name], "lightly_graft")
         export_timm(backbone, vit, spec)
@@ -218,6 +194,4 @@ def _run_stages(plan: RunPlan, *, progress_bar: bool) -> RunSummary:
             figures=_analyses(recipe, root, encoders),
         )
     total = time.perf_counter() - start + runner.earlier_seconds
-    return RunSummary(
-        root, root / "report.md", backbone, floor, tuple(summaries), total
-    )
+    return RunSummary(root, report, backbone, floor, tuple(summaries), total)

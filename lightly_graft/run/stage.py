@@ -175,12 +175,9 @@ class StageRunner:
             return None
         if graft.checkpoint is not None:
             return Path(graft.checkpoint).expanduser(), graft.format or ""
-        name = (
-            self.recipe.stages[index - 1].name
-            if graft.from_ == PREVIOUS
-            else graft.from_
-        )
-        return encoders[str(name)], "lightly_graft"
+        previous = self.recipe.stages[index - 1].name
+        name = previous if graft.from_ == PREVIOUS else str(graft.from_)
+        return encoders[name], "lightly_graft"
 
     def run(
         self,
@@ -195,8 +192,7 @@ class StageRunner:
         stage = self.recipe.stages[index]
         stage_dir = self.run_dir.stage_dir(stage.name)
         encoder = stage_dir / ENCODER
-        done = self.run_dir.done(stage.name)
-        problem = self.run_dir.done_problem(stage.name)
+        done, problem = self.run_dir.read_done(stage.name)
         if problem is not None:
             if not self.run_dir.checkpoints(stage.name):
                 raise CheckpointError(
@@ -260,8 +256,10 @@ class StageRunner:
         try:
             fit(trainer, method, datamodule, resume, stage_dir)
         finally:
-            if grafting is not None and grafting.report is not None:
-                write_graft_report(stage_dir, grafting.report.to_dict())
+            report = grafting.report if grafting is not None else None
+            if report is not None and is_global_zero():  # what it loaded and missed
+                text = json.dumps(report.to_dict(), indent=1) + "\n"
+                write_atomic(stage_dir / GRAFT_REPORT, text)
         seconds = clock.seconds()
         self.earlier_seconds += clock.before
         skipped = count_unreadable(stage_dir)
@@ -296,12 +294,6 @@ def count_unreadable(stage_dir: Path) -> int:
     if not path.is_file():
         return 0
     return len({line for line in path.read_text().splitlines() if line})
-
-
-def write_graft_report(stage_dir: Path, report: dict[str, Any]) -> None:
-    """``graft_report.json``: what the stage's graft loaded, missed and skipped."""
-    if is_global_zero():
-        write_atomic(stage_dir / GRAFT_REPORT, json.dumps(report, indent=1) + "\n")
 
 
 def batches_per_epoch(stage: StageConfig, datamodule: Any) -> int:
