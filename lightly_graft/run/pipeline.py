@@ -7,6 +7,7 @@ from the one before) and writes ``backbone.pt``, ``backbone.json`` and
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import pytorch_lightning as pl
 
 from lightly_graft.analysis.run import run_analysis
 from lightly_graft.errors import GraftError
+from lightly_graft.files import write_atomic
 from lightly_graft.recipes.loader import (
     load_recipe,
     recipe_to_yaml,
@@ -25,9 +27,8 @@ from lightly_graft.recipes.loader import (
 )
 from lightly_graft.recipes.resolve import derived_values, from_library, resolve_recipe
 from lightly_graft.recipes.schema import Recipe
-from lightly_graft.run.build import build_datamodule, build_method
+from lightly_graft.run.build import build_datamodule, build_method, knn_monitor
 from lightly_graft.run.checks import check_run
-from lightly_graft.run.floor import random_init_floor
 from lightly_graft.run.lock import DirectoryLock, check_directory
 from lightly_graft.run.report import KNNPoint, StageSummary, write_report
 from lightly_graft.run.run_dir import RECIPE, RunDirectory
@@ -125,6 +126,38 @@ def _knn_setup(recipe: Recipe, datamodule: Any) -> str:
         f"images as queries ({data}). The floor is the same backbone at random "
         "initialisation, measured in this run."
     )
+
+
+def random_init_floor(
+    recipe: Recipe, root: Path, method: Any, datamodule: Any
+) -> KNNPoint | None:
+    """The random-init floor: kNN accuracy of ``method`` (None: a fresh stage-0
+    method) on the recipe's device, with the monitor, bank, queries, k and
+    temperature of training, so the report's gains compare like with like.
+    Saved in ``root/floor.json``; a resumed run reads it back."""
+    path = root / "floor.json"
+    if not recipe.random_init_knn:
+        return None
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        return KNNPoint(0, saved["top1"], saved["top5"])
+    if method is None:  # resumed after stage 0 without a saved floor
+        pl.seed_everything(recipe.seed, workers=True, verbose=False)
+        method = build_method(recipe, recipe.stages[0])
+    monitor = knn_monitor(recipe.stages[0].knn, datamodule)
+    original = next(method.parameters()).device
+    method.to(resolve_device(recipe.accelerator))
+    try:
+        result = monitor.evaluate(method)
+    finally:
+        method.to(original)
+    point = KNNPoint(0, result["top1"], result["top5"])
+    print(
+        f"random-init kNN floor: top-1 {100 * point.top1:.1f}%, top-5 "
+        f"{100 * point.top5:.1f}% ({result['seconds']:.0f} s)"
+    )
+    write_atomic(path, json.dumps({"top1": point.top1, "top5": point.top5}) + "\n")
+    return point
 
 
 def run_pipeline(plan: RunPlan, *, progress_bar: bool = True) -> RunSummary:

@@ -9,6 +9,7 @@ saved as ``encoder.pt`` (``lightly_graft`` format); the next stage grafts from i
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import signal
 import sys
@@ -46,6 +47,7 @@ from lightly_graft.training.divergence import FiniteGuard, check_finite
 from lightly_graft.training.gradient_monitor import GradientConflictMonitor
 from lightly_graft.training.resume_state import ResumeState
 
+_TRAINER_ARGS = set(inspect.signature(pl.Trainer.__init__).parameters)
 ENCODER = "encoder.pt"
 GRAFT_REPORT = "graft_report.json"
 UNREADABLE = "unreadable.txt"
@@ -232,17 +234,13 @@ class StageRunner:
         if source is not None:
             grafting = build_grafting(stage, *source)
             extra.insert(0, grafting)
-        recipe, batches = self.recipe, batches_per_epoch(stage, datamodule)
+        batches = batches_per_epoch(stage, datamodule)
         trainer = pl.Trainer(
             max_epochs=stage.epochs,
-            accelerator=recipe.accelerator,
-            devices=recipe.devices,
-            num_nodes=recipe.num_nodes,
-            strategy=recipe.strategy,
-            precision=stage.precision,  # type: ignore[arg-type]
-            accumulate_grad_batches=stage.accumulate_grad_batches,
-            gradient_clip_val=stage.gradient_clip_val,
-            limit_train_batches=stage.limit_train_batches,
+            # accelerator, devices, num_nodes, strategy; precision, gradient
+            # accumulation and clipping, limit_train_batches.
+            **self.recipe.model_dump(include=_TRAINER_ARGS),
+            **stage.model_dump(include=_TRAINER_ARGS),
             num_sanity_val_steps=0,
             log_every_n_steps=max(1, min(50, batches // 2)),
             logger=loggers(stage_dir),
