@@ -112,14 +112,8 @@ def _related(path: str, key: str) -> bool:
 
 
 def _located(error: Invalid, source: str, overridden: dict[str, str]) -> RecipeError:
-    note = next(
-        (
-            f" (set by --set {text})"
-            for key, text in overridden.items()
-            if _related(error.path, key)
-        ),
-        "",
-    )
+    sets = [text for key, text in overridden.items() if _related(error.path, key)]
+    note = f" (set by --set {sets[0]})" if sets else ""
     where = f"{error.path}: " if error.path else ""
     return RecipeError(f"{source}: {where}{error.message}{note}")
 

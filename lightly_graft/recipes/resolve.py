@@ -35,11 +35,9 @@ def resolve_data(data: DataConfig, *, img_size: int) -> DataConfig:
     given = data.augment.model_dump(exclude_none=True)
     # preset has no size default: None keeps the method's own.
     augment = Augment.model_validate({**defaults, **given})
-    normalize = data.normalize
-    if normalize is None:
-        normalize = Normalize.model_validate(
-            as_tuples(default_normalize(data.path or ""))
-        )
+    normalize = data.normalize or Normalize.model_validate(
+        as_tuples(default_normalize(data.path or ""))
+    )
     return data.model_copy(
         update={"image_size": img_size, "normalize": normalize, "augment": augment}
     )

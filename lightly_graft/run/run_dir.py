@@ -125,8 +125,7 @@ class RunDirectory:
 
     def checkpoints(self, stage: str) -> list[Path]:
         """The resumable checkpoints of a stage that exist, newest first."""
-        found = [self.stage_dir(stage) / n for n in RESUMABLE]
-        found = [p for p in found if p.is_file()]
+        found = [p for n in RESUMABLE if (p := self.stage_dir(stage) / n).is_file()]
         return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
     def resume_checkpoint(self, stage: str) -> Path | None:
