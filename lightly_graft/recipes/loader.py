@@ -1,10 +1,13 @@
 """``load_recipe``: YAML file + overrides -> a validated, frozen :class:`Recipe`.
 
 Read the YAML, expand shorthands (``data: DIR``, ``graft: previous``,
-``backbone: NAME``), apply ``--set`` overrides, validate with pydantic, then
-check the methods against the zoo and the backbone against timm. A problem is a
-:class:`RecipeError` naming the file, the key path, the value and the options
-(and the ``--set`` that set it, if one did).
+``backbone: NAME``), apply ``--set KEY=VALUE`` overrides, validate with
+pydantic, then check the methods against the zoo and the backbone against timm.
+An override's ``KEY`` is a dotted path into the YAML tree (list items by index,
+stages also by name: ``stages.moco.epochs``), its ``VALUE`` is parsed as YAML:
+it is checked like a value in the file. A problem is a :class:`RecipeError`
+naming the file, the key path, the value and the options (and the ``--set`` that
+set it, if one did).
 """
 
 from __future__ import annotations
@@ -15,14 +18,19 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from lightly_graft.errors import RecipeError
+from lightly_graft.errors import RecipeError, did_you_mean
 from lightly_graft.files import write_atomic
 from lightly_graft.recipes.backbone_check import check_backbone
 from lightly_graft.recipes.methods import check_methods
-from lightly_graft.recipes.overrides import apply_overrides
 from lightly_graft.recipes.schema import Recipe
-from lightly_graft.recipes.validation import Invalid, as_lists, as_tuples, first_problem
-from lightly_graft.recipes.yaml_io import dump_yaml, read_yaml
+from lightly_graft.recipes.validation import (
+    Invalid,
+    as_lists,
+    as_tuples,
+    first_problem,
+    join,
+)
+from lightly_graft.recipes.yaml_io import dump_yaml, parse_yaml, read_yaml
 
 RESOLVED_HEADER = (
     "Resolved recipe written by `lightly-graft train` (overrides applied, auto\n"
@@ -31,6 +39,58 @@ RESOLVED_HEADER = (
     "again with `lightly-graft train THIS_FILE`; the 'derived' section is\n"
     "informative (recomputed on every run)."
 )
+
+
+def _index(container: list, segment: str, path: str, text: str) -> int:
+    if segment.lstrip("-").isdigit():
+        index = int(segment)
+        if -len(container) <= index < len(container):
+            return index % len(container)
+        raise RecipeError(
+            f"--set '{text}': {path} has {len(container)} entries; index {index} "
+            "is out of range"
+        )
+    names = [s.get("name") for s in container if isinstance(s, dict)]
+    if path == "stages" and segment in names:
+        return names.index(segment)
+    raise RecipeError(
+        f"--set '{text}': '{segment}' does not pick an entry of {path}: use an index "
+        f"0..{len(container) - 1}"
+        + (
+            " or a stage name" + did_you_mean(segment, map(str, names))
+            if path == "stages"
+            else ""
+        )
+    )
+
+
+def apply_override(tree: MutableMapping[str, Any], text: str) -> str:
+    """Applies one ``KEY=VALUE`` override in place; returns the key path set."""
+    key_text, sep, value_text = text.partition("=")
+    segments = key_text.strip().split(".")
+    if not sep or not all(segments):
+        raise RecipeError(
+            f"--set '{text}': expected KEY=VALUE with a dotted KEY, e.g. "
+            "--set stages.1.epochs=5"
+        )
+    value = parse_yaml(value_text, source=f"--set '{text}'")
+    node: Any = tree
+    path = ""
+    for segment in segments:  # down to the last key, adding missing mappings
+        if isinstance(node, list):
+            key: str | int = _index(node, segment, path, text)
+        elif isinstance(node, MutableMapping):
+            key = segment
+            if node.get(key) is None:
+                node[key] = {}
+        else:
+            raise RecipeError(
+                f"--set '{text}': {path} is a value ({node!r}), not a mapping or a "
+                f"list, so it has no key '{segment}'"
+            )
+        parent, node, path = node, node[key], join(path, key)
+    parent[key] = value
+    return path
 
 
 def _expand_shorthands(tree: MutableMapping[str, Any]) -> None:
@@ -52,14 +112,8 @@ def _related(path: str, key: str) -> bool:
 
 
 def _located(error: Invalid, source: str, overridden: dict[str, str]) -> RecipeError:
-    note = next(
-        (
-            f" (set by --set {text})"
-            for key, text in overridden.items()
-            if _related(error.path, key)
-        ),
-        "",
-    )
+    sets = [text for key, text in overridden.items() if _related(error.path, key)]
+    note = f" (set by --set {sets[0]})" if sets else ""
     where = f"{error.path}: " if error.path else ""
     return RecipeError(f"{source}: {where}{error.message}{note}")
 
@@ -75,7 +129,7 @@ def recipe_from_tree(
             f"{type(tree).__name__}"
         )
     _expand_shorthands(tree)
-    overridden = apply_overrides(tree, overrides)
+    overridden = {apply_override(tree, text): text for text in overrides}
     _expand_shorthands(tree)
     try:
         try:

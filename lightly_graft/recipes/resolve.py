@@ -35,11 +35,9 @@ def resolve_data(data: DataConfig, *, img_size: int) -> DataConfig:
     given = data.augment.model_dump(exclude_none=True)
     # preset has no size default: None keeps the method's own.
     augment = Augment.model_validate({**defaults, **given})
-    normalize = data.normalize
-    if normalize is None:
-        normalize = Normalize.model_validate(
-            as_tuples(default_normalize(data.path or ""))
-        )
+    normalize = data.normalize or Normalize.model_validate(
+        as_tuples(default_normalize(data.path or ""))
+    )
     return data.model_copy(
         update={"image_size": img_size, "normalize": normalize, "augment": augment}
     )
@@ -105,14 +103,10 @@ def derived_values(recipe: Recipe) -> dict[str, Any]:
         optimizer = stage_optimizer(stage)
         batch = stage.batch_size * recipe.devices * recipe.num_nodes
         batch *= stage.accumulate_grad_batches
-        count = optimizer.num_stages
-        scale = optimizer.scale_with_batch_size
-        lrs = {
-            f"stage{i}": scale_lr(optimizer.stage_base_lr(i), batch)
-            if scale
-            else optimizer.stage_base_lr(i)
-            for i in range(count + 1)
-        }
-        lrs["head"] = lrs.pop(f"stage{count}")
+        *blocks, head = (
+            scale_lr(lr, batch) if optimizer.scale_with_batch_size else lr
+            for lr in map(optimizer.stage_base_lr, range(optimizer.num_stages + 1))
+        )
+        lrs = {f"stage{i}": lr for i, lr in enumerate(blocks)} | {"head": head}
         stages[stage.name] = {"global_batch_size": batch, "effective_lr": lrs}
     return {"lr_rule": "effective LR = base LR x global batch / 256", "stages": stages}

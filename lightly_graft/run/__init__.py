@@ -1,10 +1,10 @@
 """Running a recipe: load -> resolve -> check inputs -> run -> report.
 
 ``prepare_run`` validates everything up front and claims the run directory;
-``run_pipeline`` trains the stages in order (:mod:`~lightly_graft.run.stage`),
-measures the random-init floor (:mod:`~lightly_graft.run.floor`) and writes
-the report (:mod:`~lightly_graft.run.report`). The run directory and its resume
-policy: :mod:`~lightly_graft.run.run_dir`.
+``run_pipeline`` measures the random-init kNN floor, trains the stages in order
+(:mod:`~lightly_graft.run.stage`) and writes the report
+(:mod:`~lightly_graft.run.report`). The run directory and its resume policy:
+:mod:`~lightly_graft.run.run_dir`.
 """
 
 from __future__ import annotations

@@ -76,13 +76,13 @@ def _views(data: DataConfig, method: str, *, batched: bool) -> Any:
     one_view = batched_views.mae_views if batched else mae_transform
     two_views = batched_views.two_views if batched else two_view_transform
     views = getattr(entry.cls, "num_views", 2)
-    has_presets = "preset" in inspect.signature(entry.transform_factory).parameters
+    with_presets = [
+        e.name
+        for e in zoo.entries()
+        if "preset" in inspect.signature(e.transform_factory).parameters
+    ]
+    has_presets = entry.name in with_presets
     if augment.preset is not None and not has_presets:
-        with_presets = [
-            e.name
-            for e in zoo.entries()
-            if "preset" in inspect.signature(e.transform_factory).parameters
-        ]
         raise RecipeError(
             f"data.augment.preset is '{augment.preset}' but method '{method}' has no "
             f"view presets (methods with presets: {format_options(with_presets)}); "

@@ -25,8 +25,8 @@ from lightly_graft.run.build import (
     build_method,
     train_transform,
 )
-from lightly_graft.training.checkpoints import describe_mismatch, load_encoder_state
-from lightly_graft.training.grafting import match_graft, nothing_fits_error
+from lightly_graft.training.checkpoints import load_encoder_state
+from lightly_graft.training.grafting import check_graft_report, match_graft
 
 
 def _class_folders(directory: Path) -> tuple[Path, list[str]]:
@@ -116,28 +116,17 @@ def check_graft_checkpoints(recipe: Recipe, *, source: str) -> None:
         graft = stage.graft
         if graft is None or graft.checkpoint is None:
             continue
-        where = f"{source}: stages[{i}].graft.checkpoint"
+        blocks = depth if graft.num_blocks is None else graft.num_blocks
         try:
             state, _, _ = load_encoder_state(graft.checkpoint, graft.format or "")
-        except CheckpointError as error:
-            raise CheckpointError(f"{where}: {error}") from None
-        blocks = depth if graft.num_blocks is None else graft.num_blocks
-        report = match_graft(
-            state, target, depth, blocks, blocks == depth, graft.checkpoint
-        )
-        if report.loads_nothing:
-            raise CheckpointError(f"{where}: {nothing_fits_error(report)}")
-        if not report.is_complete and not graft.allow_partial:
-            raise CheckpointError(
-                f"{where}: "
-                + describe_mismatch(
-                    graft.checkpoint,
-                    report.missing,
-                    report.unexpected,
-                    report.mismatched,
-                )
-                + " (or set allow_partial: true to graft only what fits)"
+            report = match_graft(
+                state, target, depth, blocks, blocks == depth, graft.checkpoint
             )
+            hint = " (or set allow_partial: true to graft only what fits)"
+            check_graft_report(report, graft.allow_partial, hint)
+        except CheckpointError as error:
+            where = f"{source}: stages[{i}].graft.checkpoint"
+            raise CheckpointError(f"{where}: {error}") from None
 
 
 def hardware_problem(recipe: Recipe) -> str | None:

@@ -25,26 +25,25 @@ class DirectoryLockedError(GraftError):
     """Another live process holds the directory's lock."""
 
 
-def directory_problem(root: str | Path) -> str | None:
-    """Why ``root`` cannot be created or written as a directory, or None."""
+def check_directory(
+    root: str | Path, what: str = "run directory", error: OSError | None = None
+) -> None:
+    """Raises a :class:`GraftError` if ``root`` cannot be created or written as a
+    directory; given the ``error`` that using it raised, in any case."""
     root = Path(root)
-    if root.exists() and not root.is_dir():
-        return "it is a file"
     existing = root if root.exists() else next(p for p in root.parents if p.exists())
-    if not existing.is_dir():
-        return f"'{existing}' is a file"
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return f"'{existing}' is not writable (permissions)"
-    return None
-
-
-def check_directory(root: str | Path, what: str = "run directory") -> None:
-    """Raises a :class:`GraftError` if ``root`` cannot be used as a directory."""
-    problem = directory_problem(root)
-    if problem is not None:
+    if root.exists() and not root.is_dir():
+        problem: str | None = "it is a file"
+    elif not existing.is_dir():
+        problem = f"'{existing}' is a file"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"'{existing}' is not writable (permissions)"
+    else:
+        problem = (error.strerror or str(error)) if error else None
+    if problem:
         raise GraftError(
             f"{what} '{root}' cannot be used: {problem}; give a writable --output"
-        )
+        ) from None
 
 
 class DirectoryLock:
@@ -72,11 +71,8 @@ class DirectoryLock:
             self.root.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as error:
-            reason = directory_problem(self.root) or error.strerror or str(error)
-            raise GraftError(
-                f"{self.what} '{self.root}' cannot be used: {reason}; give a "
-                "writable --output"
-            ) from None
+            check_directory(self.root, self.what, error)
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:

@@ -7,6 +7,7 @@ from the one before) and writes ``backbone.pt``, ``backbone.json`` and
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import pytorch_lightning as pl
 
 from lightly_graft.analysis.run import run_analysis
 from lightly_graft.errors import GraftError
+from lightly_graft.files import write_atomic
 from lightly_graft.recipes.loader import (
     load_recipe,
     recipe_to_yaml,
@@ -25,13 +27,12 @@ from lightly_graft.recipes.loader import (
 )
 from lightly_graft.recipes.resolve import derived_values, from_library, resolve_recipe
 from lightly_graft.recipes.schema import Recipe
-from lightly_graft.run.build import build_datamodule, build_method
+from lightly_graft.run.build import build_datamodule, build_method, knn_monitor
 from lightly_graft.run.checks import check_run
-from lightly_graft.run.floor import random_init_floor
 from lightly_graft.run.lock import DirectoryLock, check_directory
 from lightly_graft.run.report import KNNPoint, StageSummary, write_report
 from lightly_graft.run.run_dir import RECIPE, RunDirectory
-from lightly_graft.run.stage import StageRunner, is_global_zero, stage_summary
+from lightly_graft.run.stage import StageRunner, is_global_zero
 from lightly_graft.training.checkpoints import export_timm, load_backbone
 from lightly_graft.training.devices import resolve_device
 
@@ -127,6 +128,38 @@ def _knn_setup(recipe: Recipe, datamodule: Any) -> str:
     )
 
 
+def random_init_floor(
+    recipe: Recipe, root: Path, method: Any, datamodule: Any
+) -> KNNPoint | None:
+    """The random-init floor: kNN accuracy of ``method`` (None: a fresh stage-0
+    method) on the recipe's device, with the monitor, bank, queries, k and
+    temperature of training, so the report's gains compare like with like.
+    Saved in ``root/floor.json``; a resumed run reads it back."""
+    path = root / "floor.json"
+    if not recipe.random_init_knn:
+        return None
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        return KNNPoint(0, saved["top1"], saved["top5"])
+    if method is None:  # resumed after stage 0 without a saved floor
+        pl.seed_everything(recipe.seed, workers=True, verbose=False)
+        method = build_method(recipe, recipe.stages[0])
+    monitor = knn_monitor(recipe.stages[0].knn, datamodule)
+    original = next(method.parameters()).device
+    method.to(resolve_device(recipe.accelerator))
+    try:
+        result = monitor.evaluate(method)
+    finally:
+        method.to(original)
+    point = KNNPoint(0, result["top1"], result["top5"])
+    print(
+        f"random-init kNN floor: top-1 {100 * point.top1:.1f}%, top-5 "
+        f"{100 * point.top5:.1f}% ({result['seconds']:.0f} s)"
+    )
+    write_atomic(path, json.dumps({"top1": point.top1, "top5": point.top5}) + "\n")
+    return point
+
+
 def run_pipeline(plan: RunPlan, *, progress_bar: bool = True) -> RunSummary:
     """Trains every stage of a prepared run and writes the backbone and report.
 
@@ -148,61 +181,37 @@ def run_pipeline(plan: RunPlan, *, progress_bar: bool = True) -> RunSummary:
             raise
 
 
-def _finished(plan: RunPlan) -> RunSummary | None:
-    """The summary of a run that an earlier session finished, or None."""
-    recipe, root = plan.recipe, plan.run_dir.root
-    done = [plan.run_dir.done(stage.name) for stage in recipe.stages]
-    report, backbone = root / "report.md", root / "backbone.pt"
-    if not (report.is_file() and backbone.is_file()) or any(d is None for d in done):
-        return None
-    for stage in recipe.stages:
-        print(f"stage '{stage.name}': finished earlier, skipped (--resume)")
-    print(
-        f"run '{root}' finished earlier (every stage done, {report.name} written): "
-        "nothing to do; nothing was changed"
-    )
-    stages = tuple(
-        stage_summary(stage, plan.run_dir.stage_dir(stage.name), info)
-        for stage, info in zip(recipe.stages, done, strict=True)
-        if info is not None
-    )
-    seconds = sum(stage.seconds for stage in stages)
-    return RunSummary(root, report, backbone, None, stages, seconds)
-
-
 def _run_stages(plan: RunPlan, *, progress_bar: bool) -> RunSummary:
     start = time.perf_counter()
-    recipe, run_dir = plan.recipe, plan.run_dir
-    finished = _finished(plan) if plan.resume else None
-    if finished is not None:
-        return finished
+    recipe, run_dir, root = plan.recipe, plan.run_dir, plan.run_dir.root
+    report, backbone = root / "report.md", root / "backbone.pt"
+    runner = StageRunner(recipe, run_dir, plan.derived, progress_bar=progress_bar)
+    done = [run_dir.done(stage.name) is not None for stage in recipe.stages]
+    if plan.resume and report.is_file() and backbone.is_file() and all(done):
+        # Every stage is skipped (its summary read back); nothing is written.
+        stages = tuple(runner.run(i, {})[0] for i in range(len(recipe.stages)))
+        print(
+            f"run '{root}' finished earlier (every stage done, {report.name} written): "
+            "nothing to do; nothing was changed"
+        )
+        return RunSummary(root, report, backbone, None, stages, runner.earlier_seconds)
     if is_global_zero():
-        run_dir.root.mkdir(parents=True, exist_ok=True)
-        save_recipe(recipe, run_dir.root / RECIPE, derived=plan.derived)
+        root.mkdir(parents=True, exist_ok=True)
+        save_recipe(recipe, root / RECIPE, derived=plan.derived)
     pl.seed_everything(recipe.seed, workers=True, verbose=False)
     first_data = build_datamodule(recipe, recipe.stages[0])
     first_data.setup()
-    first = None
-    if run_dir.done(recipe.stages[0].name) is None:
-        # The floor is measured on the very model that stage 0 then trains.
-        first = build_method(recipe, recipe.stages[0])
+    # The floor is measured on the very model that stage 0 then trains.
+    first = None if done[0] else build_method(recipe, recipe.stages[0])
     floor = (
-        random_init_floor(recipe, run_dir.root, first, first_data)
-        if is_global_zero()
-        else None
+        random_init_floor(recipe, root, first, first_data) if is_global_zero() else None
     )
-    runner = StageRunner(plan.recipe, run_dir, plan.derived, progress_bar=progress_bar)
     encoders: dict[str, Path] = {}
     summaries = []
     for index, stage in enumerate(recipe.stages):
-        method = first if index == 0 else None
-        data = first_data if index == 0 else None
-        done, encoders[stage.name] = runner.run(
-            index, encoders, method=method, datamodule=data
-        )
-        summaries.append(done)
-    root = run_dir.root
-    backbone = root / "backbone.pt"
+        built = {"method": first, "datamodule": first_data} if index == 0 else {}
+        summary, encoders[stage.name] = runner.run(index, encoders, **built)
+        summaries.append(summary)
     if is_global_zero():  # rank 0 writes the backbone and the report
         vit, spec = load_backbone(encoders[recipe.stages[-1].name], "lightly_graft")
         export_timm(backbone, vit, spec)
@@ -218,6 +227,4 @@ def _run_stages(plan: RunPlan, *, progress_bar: bool) -> RunSummary:
             figures=_analyses(recipe, root, encoders),
         )
     total = time.perf_counter() - start + runner.earlier_seconds
-    return RunSummary(
-        root, root / "report.md", backbone, floor, tuple(summaries), total
-    )
+    return RunSummary(root, report, backbone, floor, tuple(summaries), total)

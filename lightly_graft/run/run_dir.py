@@ -31,6 +31,7 @@ from typing import Any
 
 from lightly_graft.errors import CheckpointError, GraftError
 from lightly_graft.files import write_atomic
+from lightly_graft.recipes.validation import join
 from lightly_graft.recipes.yaml_io import read_yaml
 from lightly_graft.run.lock import LOCK
 
@@ -68,16 +69,15 @@ def checkpoint_problem(path: Path) -> str | None:
 
 def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(tree, dict):
-        out: dict[str, Any] = {}
-        for key, value in tree.items():
-            out.update(_leaves(value, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    if isinstance(tree, list) and any(isinstance(v, dict | list) for v in tree):
-        out = {}
-        for i, value in enumerate(tree):
-            out.update(_leaves(value, f"{prefix}[{i}]"))
-        return out
-    return {prefix: tree}
+        items: Any = ((str(key), value) for key, value in tree.items())
+    elif isinstance(tree, list) and any(isinstance(v, dict | list) for v in tree):
+        items = enumerate(tree)
+    else:
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in items:
+        out |= _leaves(value, join(prefix, key))
+    return out
 
 
 def differing_keys(old: Any, new: Any) -> list[str]:
@@ -100,7 +100,7 @@ class RunDirectory:
     def stage_dir(self, stage: str) -> Path:
         return self.root / stage
 
-    def _read_done(self, stage: str) -> tuple[dict[str, Any] | None, str | None]:
+    def read_done(self, stage: str) -> tuple[dict[str, Any] | None, str | None]:
         """(``done.json`` of a finished stage, why an existing one is unusable)."""
         path = self.stage_dir(stage) / DONE
         if not path.is_file():
@@ -117,11 +117,7 @@ class RunDirectory:
 
     def done(self, stage: str) -> dict[str, Any] | None:
         """The ``done.json`` of a finished stage, or None (also if unusable)."""
-        return self._read_done(stage)[0]
-
-    def done_problem(self, stage: str) -> str | None:
-        """Why an existing ``done.json`` cannot be used, or None."""
-        return self._read_done(stage)[1]
+        return self.read_done(stage)[0]
 
     def mark_done(self, stage: str, info: dict[str, Any]) -> None:
         path = self.stage_dir(stage) / DONE
@@ -129,8 +125,7 @@ class RunDirectory:
 
     def checkpoints(self, stage: str) -> list[Path]:
         """The resumable checkpoints of a stage that exist, newest first."""
-        found = [self.stage_dir(stage) / n for n in RESUMABLE]
-        found = [p for p in found if p.is_file()]
+        found = [p for n in RESUMABLE if (p := self.stage_dir(stage) / n).is_file()]
         return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
     def resume_checkpoint(self, stage: str) -> Path | None:

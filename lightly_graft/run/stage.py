@@ -9,6 +9,7 @@ saved as ``encoder.pt`` (``lightly_graft`` format); the next stage grafts from i
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import signal
 import sys
@@ -46,6 +47,7 @@ from lightly_graft.training.divergence import FiniteGuard, check_finite
 from lightly_graft.training.gradient_monitor import GradientConflictMonitor
 from lightly_graft.training.resume_state import ResumeState
 
+_TRAINER_ARGS = set(inspect.signature(pl.Trainer.__init__).parameters)
 ENCODER = "encoder.pt"
 GRAFT_REPORT = "graft_report.json"
 UNREADABLE = "unreadable.txt"
@@ -175,12 +177,9 @@ class StageRunner:
             return None
         if graft.checkpoint is not None:
             return Path(graft.checkpoint).expanduser(), graft.format or ""
-        name = (
-            self.recipe.stages[index - 1].name
-            if graft.from_ == PREVIOUS
-            else graft.from_
-        )
-        return encoders[str(name)], "lightly_graft"
+        previous = self.recipe.stages[index - 1].name
+        name = previous if graft.from_ == PREVIOUS else str(graft.from_)
+        return encoders[name], "lightly_graft"
 
     def run(
         self,
@@ -195,8 +194,7 @@ class StageRunner:
         stage = self.recipe.stages[index]
         stage_dir = self.run_dir.stage_dir(stage.name)
         encoder = stage_dir / ENCODER
-        done = self.run_dir.done(stage.name)
-        problem = self.run_dir.done_problem(stage.name)
+        done, problem = self.run_dir.read_done(stage.name)
         if problem is not None:
             if not self.run_dir.checkpoints(stage.name):
                 raise CheckpointError(
@@ -236,17 +234,13 @@ class StageRunner:
         if source is not None:
             grafting = build_grafting(stage, *source)
             extra.insert(0, grafting)
-        recipe, batches = self.recipe, batches_per_epoch(stage, datamodule)
+        batches = batches_per_epoch(stage, datamodule)
         trainer = pl.Trainer(
             max_epochs=stage.epochs,
-            accelerator=recipe.accelerator,
-            devices=recipe.devices,
-            num_nodes=recipe.num_nodes,
-            strategy=recipe.strategy,
-            precision=stage.precision,  # type: ignore[arg-type]
-            accumulate_grad_batches=stage.accumulate_grad_batches,
-            gradient_clip_val=stage.gradient_clip_val,
-            limit_train_batches=stage.limit_train_batches,
+            # accelerator, devices, num_nodes, strategy; precision, gradient
+            # accumulation and clipping, limit_train_batches.
+            **self.recipe.model_dump(include=_TRAINER_ARGS),
+            **stage.model_dump(include=_TRAINER_ARGS),
             num_sanity_val_steps=0,
             log_every_n_steps=max(1, min(50, batches // 2)),
             logger=loggers(stage_dir),
@@ -260,8 +254,10 @@ class StageRunner:
         try:
             fit(trainer, method, datamodule, resume, stage_dir)
         finally:
-            if grafting is not None and grafting.report is not None:
-                write_graft_report(stage_dir, grafting.report.to_dict())
+            report = grafting.report if grafting is not None else None
+            if report is not None and is_global_zero():  # what it loaded and missed
+                text = json.dumps(report.to_dict(), indent=1) + "\n"
+                write_atomic(stage_dir / GRAFT_REPORT, text)
         seconds = clock.seconds()
         self.earlier_seconds += clock.before
         skipped = count_unreadable(stage_dir)
@@ -296,12 +292,6 @@ def count_unreadable(stage_dir: Path) -> int:
     if not path.is_file():
         return 0
     return len({line for line in path.read_text().splitlines() if line})
-
-
-def write_graft_report(stage_dir: Path, report: dict[str, Any]) -> None:
-    """``graft_report.json``: what the stage's graft loaded, missed and skipped."""
-    if is_global_zero():
-        write_atomic(stage_dir / GRAFT_REPORT, json.dumps(report, indent=1) + "\n")
 
 
 def batches_per_epoch(stage: StageConfig, datamodule: Any) -> int:

@@ -91,17 +91,24 @@ class GraftReport:
         )
 
 
-def nothing_fits_error(report: GraftReport) -> CheckpointError:
-    """The error for a graft of which no tensor fits, partial or not."""
-    wanted = len(report.missing) + len(report.mismatched)
-    return CheckpointError(
-        f"nothing of '{report.source}' can be grafted: none of the {wanted} tensors "
-        f"to graft fits ({len(report.missing)} missing, {len(report.mismatched)} of "
-        "another shape, e.g. "
-        f"{(report.missing + [m[0] for m in report.mismatched])[:3]}); it is a "
-        "checkpoint of another architecture or format: check the graft format and "
-        "the backbone (allow_partial does not help here)"
-    )
+def check_graft_report(report: GraftReport, allow_partial: bool, hint: str) -> None:
+    """Raises ``CheckpointError`` for a graft of which no tensor fits, and (unless
+    ``allow_partial``; ``hint`` ends the message) for a partial one."""
+    if report.loads_nothing:
+        wanted = len(report.missing) + len(report.mismatched)
+        raise CheckpointError(
+            f"nothing of '{report.source}' can be grafted: none of the {wanted} "
+            f"tensors to graft fits ({len(report.missing)} missing, "
+            f"{len(report.mismatched)} of another shape, e.g. "
+            f"{(report.missing + [m[0] for m in report.mismatched])[:3]}); it is a "
+            "checkpoint of another architecture or format: check the graft format "
+            "and the backbone (allow_partial does not help here)"
+        )
+    if not report.is_complete and not allow_partial:
+        mismatch = describe_mismatch(
+            report.source, report.missing, report.unexpected, report.mismatched
+        )
+        raise CheckpointError(mismatch + hint)
 
 
 def grafted_keys(
@@ -288,18 +295,8 @@ class Grafting(pl.Callback):
         norm = (k == depth) if self.graft_norm is None else self.graft_norm
         report = match_graft(source, target, depth, k, norm, str(self.checkpoint))
         report.skipped += non_encoder
-        if report.loads_nothing:
-            raise nothing_fits_error(report)
-        if not report.is_complete and not self.allow_partial:
-            raise CheckpointError(
-                describe_mismatch(
-                    str(self.checkpoint),
-                    report.missing,
-                    report.unexpected,
-                    report.mismatched,
-                )
-                + " Pass allow_partial=True to load only what fits."
-            )
+        hint = " Pass allow_partial=True to load only what fits."
+        check_graft_report(report, self.allow_partial, hint)
         subset = {key: source[key] for key in report.loaded}
         with torch.no_grad():
             for encoder in encoders.values():
