@@ -99,17 +99,17 @@ def plot_knn_curves(collected: dict[str, Any], path: Path, bench: Bench) -> Path
 
 def paper_figures(
     bench: Bench, collected: dict[str, Any]
-) -> tuple[list[Path], dict[str, float]]:
+) -> tuple[list[Path], dict[str, dict[str, float]]]:
     """Fig 1 (gradient conflict), 6 (VIC), 7 (attention distance) and 3 (t-SNE)
     from the arms' encoders of their first finished seed; returns the PNGs and
-    the slope of the gradient-conflict medians per arm."""
+    the slope of the gradient-conflict medians per arm (:func:`median_slope`)."""
     from lightly_graft.analysis.run import run_analysis
     from lightly_graft.bench.arms import Job
 
     figures = bench.suite.figures
     out = bench.root / "figures"
     pngs: list[Path] = []
-    slopes: dict[str, float] = {}
+    slopes: dict[str, dict[str, float]] = {}
 
     def run_of(name: str) -> tuple[Path, str] | None:
         arm = collected["arms"].get(name)
@@ -170,18 +170,40 @@ def paper_figures(
                     title=f"{collected['arms'][name]['title']}: cosine during training (Fig 8)",
                 )
             )
-        for csv_path in written:
-            if csv_path.suffix == ".csv" and not csv_path.stem.endswith("_values"):
-                rows = list(csv.DictReader(csv_path.open()))
-                points = [
-                    (int(r["block"]), float(r["median"]))
-                    for r in rows
-                    if r["median"] not in ("", "nan")
-                ]
-                if len(points) >= 2:
-                    xs, ys = zip(*points, strict=True)
-                    slopes[name] = float(np.polyfit(xs, ys, 1)[0])
+        values = [p for p in written if p.name.endswith("_values.csv")]
+        if values:
+            fit = median_slope(values[0])
+            if fit is not None:
+                slopes[name] = fit
     return pngs, slopes
+
+
+def median_slope(
+    values_csv: Path, resamples: int = 1000, seed: int = 0
+) -> dict[str, float] | None:
+    """Fig 1's regression line: the least-squares slope of the per-block median
+    cosines, and its noise: the standard deviation of that slope over bootstrap
+    resamples of the measured batches (drawn with replacement within each
+    block). None with fewer than two blocks."""
+    cosines: dict[int, list[float]] = {}
+    for row in csv.DictReader(values_csv.open()):
+        if row["cosine"] not in ("", "nan"):
+            cosines.setdefault(int(row["block"]), []).append(float(row["cosine"]))
+    if len(cosines) < 2:
+        return None
+    blocks = sorted(cosines)
+    samples = [np.asarray(cosines[b]) for b in blocks]
+    slope = float(np.polyfit(blocks, [np.median(v) for v in samples], 1)[0])
+    generator = np.random.default_rng(seed)
+    medians = np.stack(
+        [
+            np.median(generator.choice(v, size=(resamples, len(v))), axis=1)
+            for v in samples
+        ],
+        axis=1,
+    )  # (resamples, blocks)
+    fits = np.polyfit(blocks, medians.T, 1)[0]
+    return {"slope": slope, "std": float(np.std(fits, ddof=1))}
 
 
 def conflict_during_training(stage_dir: Path) -> dict[int, dict[int, float]]:

@@ -153,7 +153,7 @@ def table_csv(collected: dict[str, Any]) -> str:
 
 
 def check_claims(
-    bench: Bench, collected: dict[str, Any], slopes: dict[str, float]
+    bench: Bench, collected: dict[str, Any], slopes: dict[str, dict[str, float]]
 ) -> list[dict[str, Any]]:
     """Each claim of the suite against the means: verdict and margin."""
     out = []
@@ -165,16 +165,26 @@ def check_claims(
             "paper_values": claim.paper_values,
         }
         if claim.kind == "falls_with_depth":
-            slope = slopes.get(claim.order[0])
-            row.update(
-                measured=None
-                if slope is None
-                else f"slope of the medians {slope:+.4f} per block",
-                verdict="not run"
-                if slope is None
-                else ("reproduced" if slope < 0 else "not reproduced"),
-                margin=None,
-            )
+            fit = slopes.get(claim.order[0])
+            if fit is None:
+                row.update(measured=None, verdict="not run", margin=None)
+            else:
+                # margin: how many bootstrap std the slope lies below zero
+                margin = -fit["slope"] / fit["std"] if fit["std"] > 0 else None
+                falls = fit["slope"] < 0
+                verdict = "not reproduced"
+                if falls:
+                    verdict = (
+                        "reproduced"
+                        if margin is None or margin >= 1
+                        else "reproduced within noise"
+                    )
+                row.update(
+                    measured=f"slope of the medians {fit['slope']:+.4f} per block "
+                    f"(bootstrap std {fit['std']:.4f})",
+                    verdict=verdict,
+                    margin=margin,
+                )
             out.append(row)
             continue
         metric = claim.metric or ""
@@ -235,7 +245,7 @@ def write_report(bench: Bench, *, figures: bool = True) -> Path:
     collected = collect(bench)
     root = bench.root
     pngs: list[Path] = []
-    slopes: dict[str, float] = {}
+    slopes: dict[str, dict[str, float]] = {}
     if collected["arms"]:
         pngs.append(plot_metrics(collected, root / "figures" / "metrics.png"))
         pngs.append(

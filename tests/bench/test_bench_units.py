@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -212,10 +213,53 @@ def test_claims__missing_arm_and_slope() -> None:
         ]
     )
     order, slope = check_claims(
-        bench, {"arms": {"lg": _arm(0.8, 0.01)}}, {"mae": -0.02}
+        bench, {"arms": {"lg": _arm(0.8, 0.01)}}, {"mae": {"slope": -0.02, "std": 0.01}}
     )  # type: ignore[arg-type]
     assert order["verdict"] == "not run"
     assert slope["verdict"] == "reproduced"
+    assert slope["margin"] == pytest.approx(2.0)
+    (_, weak) = check_claims(
+        bench, {"arms": {}}, {"mae": {"slope": -0.01, "std": 0.02}}
+    )  # type: ignore[arg-type]
+    assert weak["verdict"] == "reproduced within noise"
+    (_, rises) = check_claims(
+        bench, {"arms": {}}, {"mae": {"slope": 0.01, "std": 0.02}}
+    )  # type: ignore[arg-type]
+    assert rises["verdict"] == "not reproduced" and rises["margin"] == pytest.approx(
+        -0.5
+    )
+    (_, missing) = check_claims(bench, {"arms": {}}, {})  # type: ignore[arg-type]
+    assert missing["verdict"] == "not run"
+
+
+def test_median_slope__slope_of_the_medians_and_its_bootstrap_noise(
+    tmp_path: Path,
+) -> None:
+    from lightly_graft.bench.figures import median_slope
+
+    # Medians fall by 0.1 a block exactly; the spread within a block sets the
+    # noise: a tight spread gives a small bootstrap std, a wide one a larger.
+    def write(spread: float) -> Path:
+        path = tmp_path / f"values_{spread}.csv"
+        rows = ["label,heads,block,batch,cosine"]
+        rng = np.random.default_rng(0)
+        for block in range(4):
+            noise = rng.normal(0, spread, 15)
+            noise -= np.median(noise)  # median exactly the block's value
+            for i, value in enumerate(0.3 - 0.1 * block + noise):
+                rows.append(f"mtl,h,{block},{i},{value}")
+        rows.append("mtl,h,3,99,nan")  # skipped
+        path.write_text("\n".join(rows) + "\n")
+        return path
+
+    tight, wide = median_slope(write(0.01)), median_slope(write(0.2))
+    assert tight is not None and wide is not None
+    assert tight["slope"] == pytest.approx(-0.1, abs=1e-9)
+    assert wide["slope"] == pytest.approx(-0.1, abs=1e-9)
+    assert 0 < tight["std"] < 0.01 < wide["std"]
+    one_block = tmp_path / "one.csv"
+    one_block.write_text("label,heads,block,batch,cosine\nmtl,h,0,0,0.1\n")
+    assert median_slope(one_block) is None
 
 
 def _features(
