@@ -150,13 +150,17 @@ class EvalTransform(_FastPathTransform):
             ),
             input_size,
         )
-        self.mean = torch.tensor(normalize["mean"]).view(1, -1, 1, 1)
-        self.std = torch.tensor(normalize["std"]).view(1, -1, 1, 1)
+        self.normalize = normalize
 
     def _batch(self, images: Tensor) -> Tensor:
-        # ToTensor's (default dtype, / 255), then Normalize's sub_ and div_.
+        # ToTensor's (default dtype, / 255), then Normalize's sub_ and div_ with
+        # the statistics in the images' dtype, as Normalize converts them.
         x = images.to(torch.get_default_dtype()).div(255)
-        return x.sub_(self.mean).div_(self.std)
+        mean, std = (
+            torch.as_tensor(self.normalize[k], dtype=x.dtype).view(1, -1, 1, 1)
+            for k in ("mean", "std")
+        )
+        return x.sub_(mean).div_(std)
 
 
 class DecodeTransform(_FastPathTransform):

@@ -127,3 +127,25 @@ def test_getitems__batch_fast_path_equals_image_by_image(kind: str) -> None:
     batch = next(iter(DataLoader(subset, batch_size=64)))
     expected = default_collate(slow)
     assert torch.equal(batch[0], expected[0]) and torch.equal(batch[1], expected[1])
+
+
+@needs_fashion_mnist
+def test_getitems__eval_fast_path_equals_per_image_in_float64() -> None:
+    # Normalize converts mean and std to the tensor's dtype; the batched form
+    # must too, or a float64 default dtype would round the statistics to float32.
+    import torch
+
+    from lightly_graft.data import default_normalize, eval_transform
+
+    transform = eval_transform(input_size=28, normalize=default_normalize("default"))
+    dataset = FashionMNIST(train=False, transform=transform)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        fast = dataset.__getitems__([0, 1, 2])
+        slow = [dataset[i] for i in (0, 1, 2)]
+    finally:
+        torch.set_default_dtype(previous)
+    for (a, _), (b, _) in zip(fast, slow, strict=True):
+        assert a.dtype == b.dtype == torch.float64
+        assert torch.equal(a, b)
