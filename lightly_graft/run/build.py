@@ -68,6 +68,10 @@ def _resolved(data: DataConfig) -> tuple[int, dict[str, list[float]]]:
     return data.image_size, as_lists(data.normalize.model_dump())
 
 
+def _has_presets(entry: Any) -> bool:
+    return "preset" in inspect.signature(entry.transform_factory).parameters
+
+
 def _views(data: DataConfig, method: str, *, batched: bool) -> Any:
     size, normalize = _resolved(data)
     augment = data.augment
@@ -76,13 +80,9 @@ def _views(data: DataConfig, method: str, *, batched: bool) -> Any:
     one_view = batched_views.mae_views if batched else mae_transform
     two_views = batched_views.two_views if batched else two_view_transform
     views = getattr(entry.cls, "num_views", 2)
-    with_presets = [
-        e.name
-        for e in zoo.entries()
-        if "preset" in inspect.signature(e.transform_factory).parameters
-    ]
-    has_presets = entry.name in with_presets
+    has_presets = _has_presets(entry)
     if augment.preset is not None and not has_presets:
+        with_presets = [e.name for e in zoo.entries() if _has_presets(e)]
         raise RecipeError(
             f"data.augment.preset is '{augment.preset}' but method '{method}' has no "
             f"view presets (methods with presets: {format_options(with_presets)}); "
