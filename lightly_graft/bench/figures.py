@@ -136,9 +136,13 @@ def paper_figures(
         runs = [(n, r) for n in names if (r := run_of(n)) is not None]
         if not runs:
             continue
+        encoders = [r / stage / "encoder.pt" for _, (r, stage) in runs]
+        if not all(e.is_file() for e in encoders):
+            pngs += _kept(out / kind, [e for e in encoders if not e.is_file()])
+            continue
         written = run_analysis(
             kind,
-            [r / stage / "encoder.pt" for _, (r, stage) in runs],
+            encoders,
             data,
             out / kind,
             formats="lightly_graft",
@@ -151,6 +155,13 @@ def paper_figures(
         if found is None:
             continue
         run, stage = found
+        if not (run / stage / "last.ckpt").is_file():
+            pngs += _kept(out / "gradient-conflict", [run / stage / "last.ckpt"])
+            kept = out / "gradient-conflict" / "gradient_conflict_values.csv"
+            fit = median_slope(kept) if kept.is_file() else None
+            if fit is not None:
+                slopes[name] = fit
+            continue
         written = run_analysis(
             "gradient-conflict",
             [run / stage / "last.ckpt"],
@@ -176,6 +187,20 @@ def paper_figures(
             if fit is not None:
                 slopes[name] = fit
     return pngs, slopes
+
+
+def _kept(folder: Path, missing: list[Path]) -> list[Path]:
+    """The PNGs an earlier report wrote to ``folder``, kept (with a note) when
+    the checkpoints a figure needs are gone: a published bench directory holds
+    results and figures, not every checkpoint."""
+    kept = sorted(folder.glob("*.png")) if folder.is_dir() else []
+    gone = ", ".join(str(p) for p in missing)
+    print(
+        f"bench: {folder.name}: {'keeping the figures of an earlier report' if kept else 'no figure'}"
+        f" ({gone} not found)",
+        flush=True,
+    )
+    return kept
 
 
 def median_slope(

@@ -207,3 +207,35 @@ def test_bench__time_left_counts_only_jobs_without_a_result(bench: Path) -> None
         assert _flops_left(opened, suite, arms, [0]) == per_job > 0
     finally:
         result.write_text(saved)
+
+
+def test_bench__report_only_keeps_figures_whose_checkpoints_are_gone(
+    bench: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A published bench directory: results and figures, no checkpoints.
+    import shutil
+
+    published = tmp_path / "published"
+    shutil.copytree(bench, published)
+    report = ["bench", str(SUITE), "--output", str(published), "--report-only"]
+    assert main(report) == 0
+    before = json.loads((published / "results.json").read_text())
+    pngs = {
+        str(p.relative_to(published)): p.read_bytes()
+        for p in (published / "figures").rglob("*.png")
+        if p.parent.name != "figures"  # metrics and kNN curves are redrawn
+    }
+    assert pngs and before["slopes"] and before["claims"]
+    for checkpoint in [*published.rglob("*.ckpt"), *published.rglob("encoder.pt")]:
+        checkpoint.unlink()
+    capsys.readouterr()
+    assert main(report) == 0
+    assert "keeping the figures of an earlier report" in capsys.readouterr().out
+    for name, data in pngs.items():
+        assert (published / name).read_bytes() == data, name
+    after = json.loads((published / "results.json").read_text())
+    assert after["slopes"] == before["slopes"]
+    # (as text: a margin of one seed is NaN, and NaN != NaN)
+    assert json.dumps(after["claims"]) == json.dumps(before["claims"])
+    table = (published / "table.md").read_text()
+    assert all(f"(figures/{Path(n).relative_to('figures')})" in table for n in pngs)
