@@ -219,7 +219,9 @@ class GraftConfig(Section):
     def _one_source(self) -> GraftConfig:
         if (self.from_ is None) == (self.checkpoint is None):
             given = "both" if self.from_ is not None else "neither"
-            raise Invalid("", f"give exactly one of 'from' and 'checkpoint' (got {given})")
+            raise Invalid(
+                "", f"give exactly one of 'from' and 'checkpoint' (got {given})"
+            )
         if self.checkpoint is not None and self.format is None:
             options = ", ".join(f"'{f}'" for f in FORMATS)
             raise Invalid("format", f"is required with 'checkpoint': one of {options}")
@@ -296,7 +298,9 @@ class StageConfig(Section):
             message = "an anchor needs grafted weights: add a 'graft' section"
             raise Invalid("anchor.weight", message)
         if self.graft and self.graft.freeze_epochs > self.epochs:
-            raise Invalid("graft.freeze_epochs", f"exceeds the stage's {self.epochs} epochs")
+            raise Invalid(
+                "graft.freeze_epochs", f"exceeds the stage's {self.epochs} epochs"
+            )
         return self
 
 
@@ -337,10 +341,14 @@ class Recipe(Section):
         for i, stage in enumerate(self.stages):
             at = f"stages[{i}]"
             if stage.name in seen:
-                raise Invalid(f"{at}.name", f"'{stage.name}' is used by an earlier stage")
+                raise Invalid(
+                    f"{at}.name", f"'{stage.name}' is used by an earlier stage"
+                )
             source = stage.graft.from_ if stage.graft else None
             if source == PREVIOUS and i == 0:
-                raise Invalid(f"{at}.graft.from", "the first stage has no previous stage")
+                raise Invalid(
+                    f"{at}.graft.from", "the first stage has no previous stage"
+                )
             if source not in (None, PREVIOUS) and source not in seen:
                 earlier = ", ".join(f"'{s}'" for s in seen) or "none"
                 raise Invalid(
