@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from lightly.models import utils
+from lightly.models.modules import MaskedVisionTransformerTIMM
 from lightly.transforms import MAETransform
 from lightly.transforms.utils import IMAGENET_NORMALIZE
+from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor
 
 from lightly_graft import zoo
@@ -49,6 +51,35 @@ def make_batched_transform(
 transform = make_transform()
 
 
+def mae_decoder(
+    vit: VisionTransformer,
+    mask_ratio: float,
+    decoder_dim: int,
+    decoder_depth: int,
+    decoder_num_heads: int,
+) -> MAEDecoder:
+    """MAE's decoder for the timm ``vit``, once ``mask_ratio`` is checked
+    (:class:`MAE`, and MTL's MIM branch)."""
+    if not 0.0 < mask_ratio < 1.0:
+        raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}.")
+    return MAEDecoder.for_encoder(vit, decoder_dim, decoder_depth, decoder_num_heads)
+
+
+def random_mask(
+    backbone: MaskedVisionTransformerTIMM,
+    batch_size: int,
+    mask_ratio: float,
+    device: Any,
+) -> tuple[Tensor, Tensor]:
+    """lightly's random token mask: ``(idx_keep, idx_mask)`` token indices,
+    CLS (index 0) always kept."""
+    return utils.random_token_mask(
+        size=(batch_size, backbone.sequence_length),
+        mask_ratio=mask_ratio,
+        device=device,
+    )
+
+
 @zoo.method("mae", recipe="recipes/quickstart.yaml")
 class MAE(SSLMethod):
     """MAE masked image modelling (step i), lightly's masked ViT and decoder.
@@ -78,14 +109,12 @@ class MAE(SSLMethod):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if not 0.0 < mask_ratio < 1.0:
-            raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}.")
+        self.decoder = mae_decoder(
+            self.backbone.vit, mask_ratio, decoder_dim, decoder_depth, decoder_num_heads
+        )
         self.mask_ratio = mask_ratio
         self.norm_pix = norm_pix
         self.patch_size: int = self.backbone.vit.patch_embed.patch_size[0]
-        self.decoder = MAEDecoder.for_encoder(
-            self.backbone.vit, decoder_dim, decoder_depth, decoder_num_heads
-        )
         self.objective = build_objective("mae", norm_pix=norm_pix)
         self.store_hparams()
 
@@ -100,13 +129,8 @@ class MAE(SSLMethod):
         )
 
     def mask(self, batch_size: int, device: Any) -> tuple[Tensor, Tensor]:
-        """lightly's random token mask: ``(idx_keep, idx_mask)`` token indices,
-        CLS (index 0) always kept."""
-        return utils.random_token_mask(
-            size=(batch_size, self.backbone.sequence_length),
-            mask_ratio=self.mask_ratio,
-            device=device,
-        )
+        """:func:`random_mask` with this method's ``mask_ratio``."""
+        return random_mask(self.backbone, batch_size, self.mask_ratio, device)
 
     def reconstruction(
         self, images: Tensor, idx_keep: Tensor, idx_mask: Tensor

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from lightly.models import utils
 from lightly.transforms.multi_view_transform import MultiViewTransform
 from lightly.transforms.utils import IMAGENET_NORMALIZE
 from torch import Tensor
@@ -27,7 +26,6 @@ from lightly_graft.methods import mae
 from lightly_graft.methods.base import LossOutput
 from lightly_graft.methods.grafted_moco import GraftedMoCo
 from lightly_graft.methods.transforms import two_batched_views, two_view_transform
-from lightly_graft.modules.decoder import MAEDecoder
 from lightly_graft.modules.masked_reconstruction import reconstruct_masked
 from lightly_graft.modules.objectives import build_objective
 from lightly_graft.training.optimizer import GraftedStageOptimizer
@@ -116,14 +114,12 @@ class MTL(GraftedMoCo):
         **kwargs: Any,
     ) -> None:
         super().__init__(freeze_patch_embed=freeze_patch_embed, **kwargs)
-        if not 0.0 < mask_ratio < 1.0:
-            raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}.")
+        self.decoder = mae.mae_decoder(
+            self.backbone.vit, mask_ratio, decoder_dim, decoder_depth, decoder_num_heads
+        )
         self.mask_ratio = mask_ratio
         self.mim_weight = mim_weight
         self.cl_weight = cl_weight
-        self.decoder = MAEDecoder.for_encoder(
-            self.backbone.vit, decoder_dim, decoder_depth, decoder_num_heads
-        )
         self.mim_objective = build_objective("mae", norm_pix=norm_pix)
 
     @classmethod
@@ -138,10 +134,8 @@ class MTL(GraftedMoCo):
 
     def mim_loss(self, images: Tensor) -> Tensor:
         """MAE on the online encoder: random mask, decode, pixel loss."""
-        idx_keep, idx_mask = utils.random_token_mask(
-            size=(images.shape[0], self.backbone.sequence_length),
-            mask_ratio=self.mask_ratio,
-            device=images.device,
+        idx_keep, idx_mask = mae.random_mask(
+            self.backbone, images.shape[0], self.mask_ratio, images.device
         )
         prediction, target, _ = reconstruct_masked(
             self.backbone, self.decoder, images, idx_keep, idx_mask

@@ -1,10 +1,7 @@
-"""Recipes: YAML files -> strict, frozen pydantic models. Parsing and
-validation only; running a recipe is :mod:`lightly_graft.run`.
-
-``load_recipe`` validates (a problem is a ``RecipeError`` naming the file, the
-key path and the options), ``resolve_recipe`` fills in the auto values and the
-library's defaults, ``save_recipe`` writes the result. Reference:
-``docs/recipes.md``.
+"""Recipes: YAML files -> strict, frozen pydantic models (``load_recipe``,
+:mod:`~lightly_graft.recipes.loader`), their auto values and library defaults
+filled in (``resolve_recipe``). Parsing and validation only; running a recipe is
+:mod:`lightly_graft.run`. Reference: ``docs/recipes.md``.
 """
 
 from __future__ import annotations

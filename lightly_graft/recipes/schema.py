@@ -30,7 +30,7 @@ from lightly_graft.analysis.run import KINDS
 from lightly_graft.data.datamodule import SSLDataModule
 from lightly_graft.functional.anchor import ANCHOR_NORMS
 from lightly_graft.recipes.library import library_default, signature_model
-from lightly_graft.recipes.validation import STRICT, At, as_lists
+from lightly_graft.recipes.validation import STRICT, Invalid, as_lists
 from lightly_graft.training.checkpoints import FORMATS
 from lightly_graft.training.gradient_monitor import GradientConflictMonitor
 from lightly_graft.training.grafting import Grafting
@@ -219,10 +219,12 @@ class GraftConfig(Section):
     def _one_source(self) -> GraftConfig:
         if (self.from_ is None) == (self.checkpoint is None):
             given = "both" if self.from_ is not None else "neither"
-            raise At("", f"give exactly one of 'from' and 'checkpoint' (got {given})")
+            raise Invalid(
+                "", f"give exactly one of 'from' and 'checkpoint' (got {given})"
+            )
         if self.checkpoint is not None and self.format is None:
             options = ", ".join(f"'{f}'" for f in FORMATS)
-            raise At("format", f"is required with 'checkpoint': one of {options}")
+            raise Invalid("format", f"is required with 'checkpoint': one of {options}")
         return self
 
 
@@ -294,9 +296,11 @@ class StageConfig(Section):
     def _consistent(self) -> StageConfig:
         if self.anchor.weight > 0 and self.graft is None:
             message = "an anchor needs grafted weights: add a 'graft' section"
-            raise At("anchor.weight", message)
+            raise Invalid("anchor.weight", message)
         if self.graft and self.graft.freeze_epochs > self.epochs:
-            raise At("graft.freeze_epochs", f"exceeds the stage's {self.epochs} epochs")
+            raise Invalid(
+                "graft.freeze_epochs", f"exceeds the stage's {self.epochs} epochs"
+            )
         return self
 
 
@@ -331,19 +335,23 @@ class Recipe(Section):
     @model_validator(mode="after")
     def _stages_fit(self) -> Recipe:
         if not self.stages:
-            raise At("stages", "is empty: give at least one stage")
+            raise Invalid("stages", "is empty: give at least one stage")
         seen: list[str] = []
         ddp = self.devices * self.num_nodes > 1
         for i, stage in enumerate(self.stages):
             at = f"stages[{i}]"
             if stage.name in seen:
-                raise At(f"{at}.name", f"'{stage.name}' is used by an earlier stage")
+                raise Invalid(
+                    f"{at}.name", f"'{stage.name}' is used by an earlier stage"
+                )
             source = stage.graft.from_ if stage.graft else None
             if source == PREVIOUS and i == 0:
-                raise At(f"{at}.graft.from", "the first stage has no previous stage")
+                raise Invalid(
+                    f"{at}.graft.from", "the first stage has no previous stage"
+                )
             if source not in (None, PREVIOUS) and source not in seen:
                 earlier = ", ".join(f"'{s}'" for s in seen) or "none"
-                raise At(
+                raise Invalid(
                     f"{at}.graft.from",
                     f"'{source}' is not an earlier stage; earlier stages: {earlier} "
                     "(or 'previous')",
@@ -351,7 +359,7 @@ class Recipe(Section):
             seen.append(stage.name)
             freezes = stage.graft is not None and stage.graft.freeze_epochs > 0
             if ddp and freezes and "find_unused_parameters_true" not in self.strategy:
-                raise At(
+                raise Invalid(
                     f"{at}.graft.freeze_epochs",
                     "freezes blocks during training, which DDP only allows when it "
                     "looks for unused parameters: set strategy: "

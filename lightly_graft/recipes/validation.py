@@ -3,9 +3,9 @@
 pydantic checks the recipe (types, ranges, unknown keys); this module only
 words its first error the way the CLI reports every recipe problem: the key
 path (``stages[1].optimizer.stage_lrs``), the value received with its YAML type,
-and the valid options or keys with a did-you-mean. :class:`Invalid` carries a
-problem found beyond the schema (the zoo, timm) at a key path; :class:`At` is
-how a model validator names the key it objects to.
+and the valid options or keys with a did-you-mean. :class:`Invalid` is a problem
+at a key path: found beyond the schema (the zoo, timm), or raised by a model
+validator about a key below its model.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from lightly_graft.errors import did_you_mean, format_options
 STRICT = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-class Invalid(Exception):
-    """A value that does not fit, at a key path."""
+class Invalid(ValueError):
+    """A value that does not fit, at a key path (in a model validator: the path
+    below the model)."""
 
     def __init__(self, path: str, message: str) -> None:
         super().__init__(f"{path}: {message}" if path else message)
@@ -34,12 +35,7 @@ class Invalid(Exception):
         self.message = message
 
 
-class At(ValueError):
-    """A model validator's problem with the key ``key`` below the model."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(message)
-        self.key = key
+At = Invalid  # the name lightly_graft.bench.suite's model validators use
 
 
 def join(path: str, key: str | int) -> str:
@@ -172,8 +168,8 @@ def explain(error: ErrorDetails, model: type[BaseModel], prefix: str = "") -> In
         return Invalid(
             path, f"expected {ctx['max_length']} values, got {describe(value)}"
         )
-    if kind == "value_error" and isinstance(ctx.get("error"), At):
-        return Invalid(join(path, ctx["error"].key), str(ctx["error"]))
+    if kind == "value_error" and isinstance(ctx.get("error"), Invalid):
+        return Invalid(join(path, ctx["error"].path), ctx["error"].message)
     if kind == "value_error":
         return Invalid(path, f"got {describe(value)}: {ctx.get('error')}")
     stem = kind.rpartition("_")[0].removesuffix("_from")

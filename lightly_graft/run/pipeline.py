@@ -1,8 +1,9 @@
 """The pipeline of ``lightly-graft train``, one pass: ``prepare_run`` loads,
 resolves and checks the recipe and claims the run directory; ``run_pipeline``
 measures the random-init kNN floor, trains the stages in order (each grafting
-from the one before) and writes ``backbone.pt``, ``backbone.json`` and
-``report.md``. Layout and resume policy: :mod:`~lightly_graft.run.run_dir`.
+from the one before, :mod:`~lightly_graft.run.stage`) and writes ``backbone.pt``,
+``backbone.json`` and ``report.md`` (:mod:`~lightly_graft.run.report`). Layout
+and resume policy: :mod:`~lightly_graft.run.run_dir`.
 """
 
 from __future__ import annotations
@@ -186,7 +187,7 @@ def _run_stages(plan: RunPlan, *, progress_bar: bool) -> RunSummary:
     recipe, run_dir, root = plan.recipe, plan.run_dir, plan.run_dir.root
     report, backbone = root / "report.md", root / "backbone.pt"
     runner = StageRunner(recipe, run_dir, plan.derived, progress_bar=progress_bar)
-    done = [run_dir.done(stage.name) is not None for stage in recipe.stages]
+    done = [run_dir.read_done(s.name)[0] is not None for s in recipe.stages]
     if plan.resume and report.is_file() and backbone.is_file() and all(done):
         # Every stage is skipped (its summary read back); nothing is written.
         stages = tuple(runner.run(i, {})[0] for i in range(len(recipe.stages)))

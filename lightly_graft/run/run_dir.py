@@ -8,6 +8,7 @@ Layout::
         on_exception.ckpt            written when training is interrupted (Ctrl-C)
         recipe.yaml                  the resolved recipe, beside the checkpoints
         metrics.csv, hparams.yaml    CSVLogger; tensorboard/ if installed
+        encoder.pt                   the stage's final online encoder
         done.json                    written when the stage finished
     runs/<name>/backbone.pt|.json    final online encoder (timm state dict + spec)
     runs/<name>/report.md, knn.png   the report
@@ -101,7 +102,8 @@ class RunDirectory:
         return self.root / stage
 
     def read_done(self, stage: str) -> tuple[dict[str, Any] | None, str | None]:
-        """(``done.json`` of a finished stage, why an existing one is unusable)."""
+        """(``done.json`` of a finished stage or None, why an existing one is
+        unusable or None)."""
         path = self.stage_dir(stage) / DONE
         if not path.is_file():
             return None, None
@@ -114,10 +116,6 @@ class RunDirectory:
         if not (self.stage_dir(stage) / str(info.get("encoder", ""))).is_file():
             return None, f"'{path}' names a missing encoder"
         return info, None
-
-    def done(self, stage: str) -> dict[str, Any] | None:
-        """The ``done.json`` of a finished stage, or None (also if unusable)."""
-        return self.read_done(stage)[0]
 
     def mark_done(self, stage: str, info: dict[str, Any]) -> None:
         path = self.stage_dir(stage) / DONE
@@ -177,7 +175,7 @@ class RunDirectory:
         if not self.has_contents():
             return
         stages = [s["name"] for s in recipe_plain["stages"]]
-        done = [s for s in stages if self.done(s) is not None]
+        done = [s for s in stages if self.read_done(s)[0] is not None]
         partial = [s for s in stages if s not in done and self.checkpoints(s)]
         state = f"stages done: {', '.join(done) or 'none'}"
         if partial:

@@ -1,9 +1,6 @@
-"""One stage of a run: a seeded Lightning ``Trainer`` with the stage's callbacks.
-
-Checkpoints: ``last.ckpt`` every epoch, the best kNN top-1 as
-``best-knn-*.ckpt``, ``on_exception.ckpt`` on Ctrl-C or a crash. Logs:
-``metrics.csv`` (and TensorBoard when installed). The final online encoder is
-saved as ``encoder.pt`` (``lightly_graft`` format); the next stage grafts from it.
+"""One stage of a run: a seeded Lightning ``Trainer`` with the stage's callbacks,
+writing the stage folder of :mod:`~lightly_graft.run.run_dir`'s layout; the next
+stage grafts from its ``encoder.pt`` (``lightly_graft`` format).
 """
 
 from __future__ import annotations
@@ -45,6 +42,7 @@ from lightly_graft.run.run_dir import DONE, RECIPE, RunDirectory
 from lightly_graft.training.checkpoints import save_backbone
 from lightly_graft.training.divergence import FiniteGuard, check_finite
 from lightly_graft.training.gradient_monitor import GradientConflictMonitor
+from lightly_graft.training.grafting import Grafting
 from lightly_graft.training.resume_state import ResumeState
 
 _TRAINER_ARGS = set(inspect.signature(pl.Trainer.__init__).parameters)
@@ -168,18 +166,20 @@ class StageRunner:
     #: stages skipped, and a resumed stage up to its checkpoint).
     earlier_seconds: float = 0.0
 
-    def graft_source(
+    def grafting(
         self, index: int, stage: StageConfig, encoders: dict[str, Path]
-    ) -> tuple[Path, str] | None:
-        """(checkpoint, format) the stage grafts from, or None."""
+    ) -> Grafting | None:
+        """The stage's ``Grafting`` callback (from its checkpoint or an earlier
+        stage's encoder), or None."""
         graft = stage.graft
         if graft is None:
             return None
         if graft.checkpoint is not None:
-            return Path(graft.checkpoint).expanduser(), graft.format or ""
+            checkpoint = Path(graft.checkpoint).expanduser()
+            return build_grafting(stage, checkpoint, graft.format or "")
         previous = self.recipe.stages[index - 1].name
         name = previous if graft.from_ == PREVIOUS else str(graft.from_)
-        return encoders[name], "lightly_graft"
+        return build_grafting(stage, encoders[name], "lightly_graft")
 
     def run(
         self,
@@ -223,17 +223,14 @@ class StageRunner:
             datamodule = build_datamodule(self.recipe, stage)
             datamodule.setup()
         datamodule.unreadable_log = stage_dir / UNREADABLE
-        # ResumeState first: its epoch-end snapshot precedes the checkpoint's.
+        grafting = self.grafting(index, stage, encoders)
+        # ResumeState before the checkpoints: its epoch-end snapshot precedes theirs.
         extra = [
+            *([grafting] if grafting is not None else []),
             ResumeState(datamodule),
             clock,
             *callbacks(stage, stage_dir, datamodule),
         ]
-        source = self.graft_source(index, stage, encoders)
-        grafting = None
-        if source is not None:
-            grafting = build_grafting(stage, *source)
-            extra.insert(0, grafting)
         batches = batches_per_epoch(stage, datamodule)
         trainer = pl.Trainer(
             max_epochs=stage.epochs,
