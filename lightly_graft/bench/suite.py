@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from lightly_graft.errors import RecipeError, did_you_mean, format_options
 from lightly_graft.eval.fewshot import DEFAULT_CS, DEFAULT_FRACTIONS
 from lightly_graft.eval.linear import DEFAULT_LRS
-from lightly_graft.recipes.validation import At, first_problem
+from lightly_graft.recipes.validation import Invalid, first_problem
 from lightly_graft.recipes.yaml_io import read_yaml
 
 #: Metrics of one (arm, seed), in the order the table shows them.
@@ -151,7 +151,9 @@ class Arm(_Model):
     def _one_source(self) -> Arm:
         if (self.recipe is None) == (self.stages is None):
             given = "both" if self.recipe is not None else "neither"
-            raise At("", f"give exactly one of 'recipe' and 'stages' (got {given})")
+            raise Invalid(
+                "", f"give exactly one of 'recipe' and 'stages' (got {given})"
+            )
         return self
 
 
@@ -185,9 +187,9 @@ class Claim(_Model):
     @model_validator(mode="after")
     def _shape(self) -> Claim:
         if self.kind == "order" and (self.metric is None or len(self.order) < 2):
-            raise At("", "an 'order' claim needs a metric and at least two arms")
+            raise Invalid("", "an 'order' claim needs a metric and at least two arms")
         if self.kind == "falls_with_depth" and len(self.order) != 1:
-            raise At("", "a 'falls_with_depth' claim names one arm in 'order'")
+            raise Invalid("", "a 'falls_with_depth' claim names one arm in 'order'")
         return self
 
 
@@ -220,7 +222,7 @@ class Suite(_Model):
         names = [arm.name for arm in self.arms]
         for i, name in enumerate(names):
             if name in names[:i]:
-                raise At(f"arms[{i}].name", f"'{name}' is used by an earlier arm")
+                raise Invalid(f"arms[{i}].name", f"'{name}' is used by an earlier arm")
         for i, arm in enumerate(self.arms):
             budget = arm.budget.match if arm.budget is not None else None
             refs = (
@@ -230,20 +232,22 @@ class Suite(_Model):
             )
             for key, ref in refs:
                 if ref is not None and ref not in names:
-                    raise At(f"arms[{i}].{key}", _unknown_arm(ref, names))
+                    raise Invalid(f"arms[{i}].{key}", _unknown_arm(ref, names))
                 if ref == arm.name:
-                    raise At(f"arms[{i}].{key}", "an arm cannot refer to itself")
+                    raise Invalid(f"arms[{i}].{key}", "an arm cannot refer to itself")
         for field_name in ("gradient_conflict", "vic", "attention_distance", "tsne"):
             for j, ref in enumerate(getattr(self.figures, field_name)):
                 if ref not in names:
-                    raise At(f"figures.{field_name}[{j}]", _unknown_arm(ref, names))
+                    raise Invalid(
+                        f"figures.{field_name}[{j}]", _unknown_arm(ref, names)
+                    )
         for j, ref in enumerate(self.lr_sweep.arms or () if self.lr_sweep else ()):
             if ref not in names:
-                raise At(f"lr_sweep.arms[{j}]", _unknown_arm(ref, names))
+                raise Invalid(f"lr_sweep.arms[{j}]", _unknown_arm(ref, names))
         for i, claim in enumerate(self.claims):
             for j, ref in enumerate(claim.order):
                 if ref not in names:
-                    raise At(f"claims[{i}].order[{j}]", _unknown_arm(ref, names))
+                    raise Invalid(f"claims[{i}].order[{j}]", _unknown_arm(ref, names))
         for i, arm in enumerate(self.arms):
             _check_acyclic(self, arm.name, [], i)
         return self
@@ -271,7 +275,9 @@ def _unknown_arm(ref: str, names: list[str]) -> str:
 def _check_acyclic(suite: Suite, name: str, seen: list[str], index: int) -> None:
     if name in seen:
         chain = " -> ".join([*seen, name])
-        raise At(f"arms[{index}]", f"arms depend on each other in a cycle: {chain}")
+        raise Invalid(
+            f"arms[{index}]", f"arms depend on each other in a cycle: {chain}"
+        )
     arm = suite.arm(name)
     for ref in _refs(arm):
         if ref is not None:

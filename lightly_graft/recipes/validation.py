@@ -35,9 +35,6 @@ class Invalid(ValueError):
         self.message = message
 
 
-At = Invalid  # the name lightly_graft.bench.suite's model validators use
-
-
 def join(path: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
