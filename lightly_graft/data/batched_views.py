@@ -53,6 +53,7 @@ import torch
 from lightly.transforms.utils import IMAGENET_NORMALIZE
 from torch import Tensor, nn
 
+from lightly_graft.data.transforms import BYOL_VIEWS
 from lightly_graft.data.view_presets import DIAGONAL_CROP_SCALE, PRESETS
 from lightly_graft.errors import DataError, GraftError, did_you_mean, format_options
 
@@ -85,9 +86,9 @@ def _crop(
 
 
 def _color(
-    cj_strength: float = 1.0,
+    cj_strength: float = BYOL_VIEWS["cj_strength"],
     blur_prob: float = 0.0,
-    blur_sigmas: Sequence[float] = (0.1, 2.0),
+    blur_sigmas: Sequence[float] = BYOL_VIEWS["blur_sigmas"],
     solarize_prob: float = 0.0,
 ) -> list[nn.Module]:
     """Colour jitter (p 0.8), grayscale (p 0.2), then blur and solarize if asked."""
@@ -290,11 +291,11 @@ def two_views(
     input_size: int,
     min_scale: float,
     normalize: dict[str, list[float]] | None,
-    cj_strength: float = 1.0,
-    blur_probs: Sequence[float] = (1.0, 0.1),
-    blur_sigmas: Sequence[float] = (0.1, 2.0),
-    solarize_prob: float = 0.2,
-    hflip_prob: float = 0.5,
+    cj_strength: float = BYOL_VIEWS["cj_strength"],
+    blur_probs: Sequence[float] = BYOL_VIEWS["blur_probs"],
+    blur_sigmas: Sequence[float] = BYOL_VIEWS["blur_sigmas"],
+    solarize_prob: float = BYOL_VIEWS["solarize_prob"],
+    hflip_prob: float = BYOL_VIEWS["hflip_prob"],
 ) -> IndependentViews:
     """MoCo v3 / BYOL's asymmetric pair; arguments as
     :func:`lightly_graft.data.transforms.two_view_transform` (view 1: blur

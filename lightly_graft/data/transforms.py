@@ -35,6 +35,17 @@ from torch import Tensor
 
 SMALL_IMAGE_SIZE = 64
 
+#: BYOL's asymmetric two views at 224 px (lightly's ``BYOLView1Transform`` /
+#: ``BYOLView2Transform``): the defaults of both :func:`two_view_transform` and
+#: its batched twin ``batched_views.two_views``, and of ``augmentation_defaults``.
+BYOL_VIEWS: dict[str, Any] = {
+    "cj_strength": 1.0,
+    "blur_probs": (1.0, 0.1),
+    "blur_sigmas": (0.1, 2.0),
+    "solarize_prob": 0.2,
+    "hflip_prob": 0.5,
+}
+
 
 def augmentation_defaults(input_size: int) -> dict[str, Any]:
     """Default augmentation values for an input size (see the module docstring).
@@ -47,11 +58,8 @@ def augmentation_defaults(input_size: int) -> dict[str, Any]:
     return {
         "min_scale": 0.2 if small else 0.08,
         "mae_min_scale": 0.2,
-        "cj_strength": 1.0,
-        "blur_probs": (0.0, 0.0) if small else (1.0, 0.1),
-        "blur_sigmas": (0.1, 2.0),
-        "solarize_prob": 0.2,
-        "hflip_prob": 0.5,
+        **BYOL_VIEWS,
+        "blur_probs": (0.0, 0.0) if small else BYOL_VIEWS["blur_probs"],
     }
 
 
@@ -67,11 +75,11 @@ def two_view_transform(
     input_size: int,
     min_scale: float,
     normalize: dict[str, list[float]],
-    cj_strength: float = 1.0,
-    blur_probs: Sequence[float] = (1.0, 0.1),
-    blur_sigmas: Sequence[float] = (0.1, 2.0),
-    solarize_prob: float = 0.2,
-    hflip_prob: float = 0.5,
+    cj_strength: float = BYOL_VIEWS["cj_strength"],
+    blur_probs: Sequence[float] = BYOL_VIEWS["blur_probs"],
+    blur_sigmas: Sequence[float] = BYOL_VIEWS["blur_sigmas"],
+    solarize_prob: float = BYOL_VIEWS["solarize_prob"],
+    hflip_prob: float = BYOL_VIEWS["hflip_prob"],
 ) -> BYOLTransform:
     """MoCo v3 / BYOL two-view transform: returns a list of two (3, size, size) views.
 
