@@ -155,32 +155,30 @@ def paper_figures(
         if found is None:
             continue
         run, stage = found
-        if not (run / stage / "last.ckpt").is_file():
-            pngs += _kept(out / "gradient-conflict", [run / stage / "last.ckpt"])
-            kept = out / "gradient-conflict" / "gradient_conflict_values.csv"
-            fit = median_slope(kept) if kept.is_file() else None
-            if fit is not None:
-                slopes[name] = fit
-            continue
-        written = run_analysis(
-            "gradient-conflict",
-            [run / stage / "last.ckpt"],
-            data,
-            out / "gradient-conflict",
-            formats="lightning",
-            labels=[name],
-            **common,  # type: ignore[arg-type]
-        )
-        pngs += [p for p in written if p.suffix == ".png"]
-        live = conflict_during_training(run / stage)
-        if live:
-            pngs.append(
-                plot_conflict_during_training(
-                    live,
-                    out / "gradient-conflict" / f"{name}_during_training.png",
-                    title=f"{collected['arms'][name]['title']}: cosine during training (Fig 8)",
-                )
+        folder, checkpoint = out / "gradient-conflict", run / stage / "last.ckpt"
+        if checkpoint.is_file():
+            written = run_analysis(
+                "gradient-conflict",
+                [checkpoint],
+                data,
+                folder,
+                formats="lightning",
+                labels=[name],
+                **common,  # type: ignore[arg-type]
             )
+            pngs += [p for p in written if p.suffix == ".png"]
+            live = conflict_during_training(run / stage)
+            if live:
+                pngs.append(
+                    plot_conflict_during_training(
+                        live,
+                        folder / f"{name}_during_training.png",
+                        title=f"{collected['arms'][name]['title']}: cosine during training (Fig 8)",
+                    )
+                )
+        else:  # an earlier report's figures and values (Fig 8 among them)
+            pngs += _kept(folder, [checkpoint])
+            written = sorted(folder.glob("*_values.csv")) if folder.is_dir() else []
         values = [p for p in written if p.name.endswith("_values.csv")]
         if values:
             fit = median_slope(values[0])
