@@ -375,31 +375,26 @@ def describe_mismatch(
     return " ".join(parts)
 
 
+def _cpu_state(vit: VisionTransformer) -> dict[str, Tensor]:
+    """A detached CPU copy of the ViT's weights, to be saved."""
+    return {k: v.detach().cpu().clone() for k, v in vit.state_dict().items()}
+
+
 def save_backbone(path: str | Path, vit: VisionTransformer, spec: BackboneSpec) -> Path:
     """Writes the ``lightly_graft`` format (weights + architecture)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().clone() for k, v in vit.state_dict().items()}
-    save_atomic(
-        {
-            "format": "lightly_graft",
-            "version": 1,
-            "backbone": spec.to_dict(),
-            "state_dict": state,
-        },
-        path,
-    )
-    return path
+    saved = {
+        "format": "lightly_graft",
+        "version": 1,
+        "backbone": spec.to_dict(),
+        "state_dict": _cpu_state(vit),
+    }
+    return save_atomic(saved, path)  # (it creates the parent folder)
 
 
 def export_timm(path: str | Path, vit: VisionTransformer, spec: BackboneSpec) -> Path:
     """Writes a plain timm state dict (``timm`` format) and ``backbone.json``
     beside it. ``timm.create_model(name, pretrained=False, num_classes=0,
     **kwargs).load_state_dict(torch.load(path))`` loads it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_atomic(
-        {k: v.detach().cpu().clone() for k, v in vit.state_dict().items()}, path
-    )
+    path = save_atomic(_cpu_state(vit), path)
     write_atomic(path.with_name(SPEC_FILE), json.dumps(spec.to_dict(), indent=2) + "\n")
     return path
