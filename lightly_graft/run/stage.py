@@ -138,7 +138,9 @@ def callbacks(
         )
         out = [monitor, *out, best]
     if stage.gradient_conflict is not None:
-        out.insert(0, GradientConflictMonitor(**stage.gradient_conflict.model_dump()))
+        out.insert(
+            0, GradientConflictMonitor(**stage.gradient_conflict.library_arguments())
+        )
     return out
 
 
