@@ -29,10 +29,11 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytorch_lightning as pl
 import torch
+from annotated_types import Ge, Interval
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from lightly_graft.data.batched_views import BatchedViews
@@ -67,14 +68,17 @@ class SSLDataModule(pl.LightningDataModule):
             device (None: the per-image ``train_transform`` makes them).
         eval_transform: PIL image -> (3, H, W) tensor, deterministic.
         batch_size: Training batch size per device.
-        eval_batch_size: Batch size of the kNN/validation loaders.
-        num_workers: DataLoader worker processes (0 = load in the main process).
-        knn_bank_size: Training images in the kNN bank (None = all).
-        knn_query_size: Held-out images in the kNN query set (None = all).
-        holdout_fraction: Held-out fraction for folders without ``val``/``test``.
+        eval_batch_size: Batch size for embedding the kNN bank and queries (the
+            kNN/validation loaders).
+        num_workers: DataLoader worker processes (0: the training process).
+        knn_bank_size: Training images in the kNN bank (null: all).
+        knn_query_size: Held-out images in the kNN query set (null: all).
+        holdout_fraction: Fraction held out for kNN queries when a folder has no
+            ``val/`` or ``test/``.
         skip_unreadable: Skip images that cannot be decoded instead of stopping
-            (their paths go to ``unreadable_log`` when set); default: stop with
-            a :class:`DataError` naming the file.
+            with a :class:`DataError` naming the file; they are counted and their
+            paths appended to ``unreadable_log`` (in a run: the stage's
+            ``unreadable.txt``, and the report).
         online_eval: Whether ``val_dataloader`` gives the query set (for the
             methods' online linear classifier) or nothing.
         seed: Seeds the subsets and the held-out draw.
@@ -88,16 +92,26 @@ class SSLDataModule(pl.LightningDataModule):
         batch_transform: BatchedViews | None = None,
         eval_transform: Callable[[Any], Any],
         batch_size: int,
-        eval_batch_size: int = 256,
-        num_workers: int = 0,
-        knn_bank_size: int | None = 10_000,
-        knn_query_size: int | None = 2_000,
-        holdout_fraction: float = 0.1,
+        eval_batch_size: Annotated[int, Ge(1)] = 256,
+        num_workers: Annotated[int, Ge(0)] = 0,
+        knn_bank_size: Annotated[int, Ge(1)] | None = 10_000,
+        knn_query_size: Annotated[int, Ge(1)] | None = 2_000,
+        holdout_fraction: Annotated[float, Interval(gt=0, lt=1)] = 0.1,
         online_eval: bool = False,
         skip_unreadable: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__()
+        sizes = (eval_batch_size, knn_bank_size, knn_query_size)
+        given = [size for size in sizes if size is not None]  # None: all
+        if min(given) < 1 or num_workers < 0 or not 0 < holdout_fraction < 1:
+            raise ValueError(
+                "SSLDataModule needs eval_batch_size, knn_bank_size and "
+                "knn_query_size >= 1 (or None), num_workers >= 0 and "
+                f"0 < holdout_fraction < 1, got eval_batch_size={eval_batch_size}, "
+                f"knn_bank_size={knn_bank_size}, knn_query_size={knn_query_size}, "
+                f"num_workers={num_workers}, holdout_fraction={holdout_fraction}."
+            )
         self.data = data
         self.train_transform = train_transform
         self.batch_transform = batch_transform

@@ -16,9 +16,17 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from lightly_graft.data import fashion_mnist
-from lightly_graft.data.folders import open_image_folder
+from lightly_graft.data.folders import folder_problem, open_image_folder
 
 DEFAULT = "default"
+
+
+def data_problem(spec: str | Path) -> str | None:
+    """Why a data spec cannot be opened (the files of Fashion-MNIST missing, no
+    directory, no class folders), or None: what :func:`open_dataset` raises."""
+    if str(spec) == DEFAULT:
+        return fashion_mnist.missing_problem(fashion_mnist.FASHION_MNIST_DIR)
+    return folder_problem(spec)
 
 
 def open_dataset(

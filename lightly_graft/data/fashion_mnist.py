@@ -91,18 +91,28 @@ def read_idx(path: str | Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
 
-@functools.lru_cache(maxsize=4)
-def load_arrays(root: str, train: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Loads the images (N, 28, 28) uint8 and labels (N,) int64 of one split."""
-    directory = Path(root)
-    image_file, label_file = (directory / name for name in _FILES[train])
-    for file in (image_file, label_file):
+def missing_problem(
+    root: str | Path, splits: tuple[bool, ...] = (True, False)
+) -> str | None:
+    """Why the files of the ``splits`` (True: training) are not all in ``root``,
+    or None."""
+    for file in (Path(root) / name for train in splits for name in _FILES[train]):
         if not file.is_file():
-            raise DataError(
+            return (
                 f"the default dataset (Fashion-MNIST) is missing: '{file}' does not "
                 f"exist; {INSTALL_HINT}, or name an ImageFolder directory instead of "
                 "'default'"
             )
+    return None
+
+
+@functools.lru_cache(maxsize=4)
+def load_arrays(root: str, train: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Loads the images (N, 28, 28) uint8 and labels (N,) int64 of one split."""
+    problem = missing_problem(root, (train,))
+    if problem is not None:
+        raise DataError(problem)
+    image_file, label_file = (Path(root) / name for name in _FILES[train])
     images = read_idx(image_file)
     labels = read_idx(label_file).astype(np.int64)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):

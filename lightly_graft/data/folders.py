@@ -106,6 +106,32 @@ def _classes(root: Path, skip: set[str]) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and p.name not in skip)
 
 
+def train_classes(directory: Path) -> tuple[Path, list[str]]:
+    """The training root of an image directory and its class folders' names."""
+    train_root, _, skip = split_layout(directory)
+    return train_root, _classes(train_root, skip)
+
+
+def folder_problem(path: str | Path) -> str | None:
+    """Why ``path`` is no image directory (none there, or no class folders), or
+    None."""
+    directory = Path(path).expanduser()
+    if not directory.is_dir():
+        what = "is a file" if directory.exists() else "does not exist"
+        return (
+            f"'{path}' {what}: give an ImageFolder-style directory (DIR/<class>/"
+            "<image>, or DIR/train and DIR/val) or 'default' for the embedded "
+            "Fashion-MNIST"
+        )
+    train_root, classes = train_classes(directory)
+    if not classes:
+        return (
+            f"'{train_root}' has no class folders: put the images of each class in "
+            f"their own subfolder ({train_root}/<class>/<image>)"
+        )
+    return None
+
+
 def _samples(root: Path, classes: list[str]) -> list[tuple[str, int]]:
     present = {p.name for p in root.iterdir() if p.is_dir()}
     class_to_idx = {name: i for i, name in enumerate(classes) if name in present}
@@ -143,21 +169,12 @@ def open_image_folder(
     Raises:
         DataError: Missing directory, no class folders, or no images.
     """
+    problem = folder_problem(path)
+    if problem is not None:
+        raise DataError(f"data path {problem}")
     directory = Path(path).expanduser()
-    if not directory.is_dir():
-        what = "a file" if directory.exists() else "missing"
-        raise DataError(
-            f"data path '{directory}' is {what}: give an ImageFolder-style directory "
-            "(DIR/<class>/<image>, optionally DIR/train and DIR/val) or 'default' "
-            "for the embedded Fashion-MNIST"
-        )
     train_root, held_out_root, skip = split_layout(directory)
     classes = _classes(train_root, skip)
-    if not classes:
-        raise DataError(
-            f"data path '{train_root}' has no class folders: put the images of each "
-            f"class in their own subfolder ({train_root}/<class>/<image>)"
-        )
     samples = _samples(train_root, classes)
     if not samples:
         raise DataError(

@@ -10,12 +10,14 @@ offered: ``p=2`` is ``weight * sum ||theta - theta_mim||^2`` (gradient
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
 #: The norm orders of the anchor: 2, squared l2 (paper); 1, l1 (official code).
-ANCHOR_NORMS = (1, 2)
+AnchorNorm = Literal[1, 2]
+ANCHOR_NORMS: tuple[int, ...] = get_args(AnchorNorm)
 
 
 def check_anchor_p(p: int, name: str = "p") -> int:

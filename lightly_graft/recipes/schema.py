@@ -1,15 +1,16 @@
 """The recipe schema: strict, frozen pydantic models, one per YAML section.
 
-Each field's ``description`` is its reference text (``docs/recipes.md``). The
-defaults come from the library parts a section configures (``KNNMonitor``,
-``Grafting``, ``SSLDataModule``); ``optimizer`` is ``GraftedStageOptimizer``'s
-fields, a key left out taken from the method's ``default_optimizer()``. An
-"auto" None is filled in by ``resolve_recipe``.
+Each field's ``description`` is its reference text (``docs/recipes.md``). A key
+that is an argument of the library part its section configures (``KNNMonitor``,
+``GradientConflictMonitor``, ``Grafting``, ``SSLDataModule``) takes its type,
+constraints, default and text from that argument (:func:`configures`);
+``optimizer`` is ``GraftedStageOptimizer``'s fields, a key left out taken from
+the method's ``default_optimizer()``. An "auto" None is filled in by
+``resolve_recipe``.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 import typing
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -28,8 +29,12 @@ from pydantic import (
 
 from lightly_graft.analysis.run import KINDS
 from lightly_graft.data.datamodule import SSLDataModule
-from lightly_graft.functional.anchor import ANCHOR_NORMS
-from lightly_graft.recipes.library import library_default, signature_model
+from lightly_graft.recipes.library import (
+    LibrarySection,
+    configures,
+    library_default,
+    signature_model,
+)
 from lightly_graft.recipes.validation import STRICT, Invalid, as_lists
 from lightly_graft.training.checkpoints import FORMATS
 from lightly_graft.training.gradient_monitor import GradientConflictMonitor
@@ -43,15 +48,12 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 if TYPE_CHECKING:
     Format = str
     Analysis = str
-    AnchorNorm = int
     OptimizerConfig = BaseModel
 else:
     # One source each: the checkpoint formats of training.checkpoints, the kinds
-    # of analysis.run, the anchor's norm orders of functional.anchor, the fields
-    # of GraftedStageOptimizer (every key optional).
+    # of analysis.run, the fields of GraftedStageOptimizer (every key optional).
     Format = Literal[FORMATS]
     Analysis = Literal[KINDS]
-    AnchorNorm = Literal[ANCHOR_NORMS]
     OptimizerConfig = signature_model(
         GraftedStageOptimizer, name="OptimizerConfig", optional=True
     )
@@ -83,10 +85,6 @@ Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 Scale = Annotated[float, Field(ge=0.01, le=1.0)]
 Precision = Annotated[_PRECISIONS, BeforeValidator(_yaml_number_as_text)]
 Pair = tuple[NonNegativeFloat, NonNegativeFloat]
-_data = functools.partial(library_default, SSLDataModule)
-_graft = functools.partial(library_default, Grafting)
-_knn = functools.partial(library_default, KNNMonitor)
-_conflict = functools.partial(library_default, GradientConflictMonitor)
 
 
 def doc(text: str, default: Any = ..., **constraints: Any) -> Any:
@@ -130,11 +128,20 @@ class Augment(Section):
     )
 
 
-class DataConfig(Section):
+@configures(
+    SSLDataModule,
+    "holdout_fraction",
+    "knn_bank_size",
+    "knn_query_size",
+    "eval_batch_size",
+    "num_workers",
+    "skip_unreadable",
+)
+class DataConfig(LibrarySection):
     path: str | None = doc(
         "'default' (embedded Fashion-MNIST) or an ImageFolder-style directory "
         "(DIR/<class>/*, or DIR/train + DIR/val|test). Shorthand: `data: DIR`.",
-        _data("data"),
+        library_default(SSLDataModule, "data"),
     )
     image_size: int | None = doc(
         "Input size. auto: the backbone's img_size.", None, ge=8
@@ -144,29 +151,6 @@ class DataConfig(Section):
     )
     augment: Augment = doc(
         "Augmentation (below). auto: `augmentation_defaults(image_size)`.", Augment()
-    )
-    holdout_fraction: float = doc(
-        "Fraction held out for kNN queries when a folder has no val/ or test/.",
-        _data("holdout_fraction"),
-        ge=0.001,
-        le=0.999,
-    )
-    knn_bank_size: Count | None = doc(
-        "Training images in the kNN bank (null: all).", _data("knn_bank_size")
-    )
-    knn_query_size: Count | None = doc(
-        "Held-out images in the kNN query set (null: all).", _data("knn_query_size")
-    )
-    eval_batch_size: Count = doc(
-        "Batch size for embedding the kNN bank and queries.", _data("eval_batch_size")
-    )
-    num_workers: NonNegativeInt = doc(
-        "DataLoader worker processes (0: the training process).", _data("num_workers")
-    )
-    skip_unreadable: bool = doc(
-        "Skip images that cannot be decoded (counted, listed in the stage's "
-        "unreadable.txt and the report) instead of stopping with the file's name.",
-        _data("skip_unreadable"),
     )
 
 
@@ -194,7 +178,8 @@ class BackboneConfig(Section):  # type: ignore[no-redef]  # pydantic.mypy: field
         return {"name": plain["name"], **plain["kwargs"]}
 
 
-class GraftConfig(Section):
+@configures(Grafting, "num_blocks", "allow_partial", "freeze_epochs")
+class GraftConfig(LibrarySection):
     from_: str | None = Field(
         None,
         alias="from",
@@ -204,15 +189,6 @@ class GraftConfig(Section):
     checkpoint: str | None = doc("Or: a checkpoint file to graft from.", None)
     format: Format | None = doc(
         f"Format of `checkpoint` (never guessed): {', '.join(FORMATS)}.", None
-    )
-    num_blocks: NonNegativeInt | None = doc(
-        "Graft the embeddings and the lowest N blocks (null: all).",
-        _graft("num_blocks"),
-    )
-    allow_partial: bool = doc("Allow missing/unexpected keys.", _graft("allow_partial"))
-    freeze_epochs: NonNegativeInt = doc(
-        "Keep the grafted blocks frozen for the first N epochs.",
-        _graft("freeze_epochs"),
     )
 
     @model_validator(mode="after")
@@ -228,37 +204,22 @@ class GraftConfig(Section):
         return self
 
 
-class AnchorConfig(Section):
-    weight: NonNegativeFloat = doc(
-        "lambda of the anchor penalty (0: off). Paper: l2, ViT-L only.",
-        _graft("anchor_weight"),
-    )
-    p: AnchorNorm = doc(
-        "2: lambda*||w - w_mim||^2 (paper); 1: lambda*sum|w - w_mim| (official code).",
-        _graft("anchor_p"),
-    )
-    num_blocks: NonNegativeInt | None = doc(
-        "Anchor the embeddings and the lowest N blocks (null: all grafted).",
-        _graft("anchor_blocks"),
-    )
+@configures(Grafting, weight="anchor_weight", p="anchor_p", num_blocks="anchor_blocks")
+class AnchorConfig(LibrarySection):
+    """The anchor to the grafted weights: ``Grafting``'s ``anchor_*`` arguments."""
 
 
-class KNNConfig(Section):
+@configures(KNNMonitor, "k", "temperature")
+class KNNConfig(LibrarySection):
+    # Not KNNMonitor's own (>= 1): in a recipe, 0 turns the monitor off.
     every_n_epochs: NonNegativeInt = doc(
-        "kNN evaluation period (0: off).", _knn("every_n_epochs")
+        "kNN evaluation period (0: off).", library_default(KNNMonitor, "every_n_epochs")
     )
-    k: Count = doc("Neighbours.", _knn("k"))
-    temperature: PositiveFloat = doc("Weighting temperature.", _knn("temperature"))
 
 
-class GradientConflictConfig(Section):
-    every_n_steps: Count = doc(
-        "Measure at every N-th optimizer step.", _conflict("every_n_steps")
-    )
-    window: Count = doc(
-        "Logged value: the median of the last N measurements (1: each one).",
-        _conflict("window"),
-    )
+@configures(GradientConflictMonitor, "every_n_steps", "window")
+class GradientConflictConfig(LibrarySection):
+    """``GradientConflictMonitor``'s arguments."""
 
 
 class StageConfig(Section):

@@ -27,8 +27,6 @@ from lightly_graft.recipes.validation import as_lists
 from lightly_graft.training.grafting import Grafting
 from lightly_graft.training.knn_monitor import KNNMonitor
 
-_DATAMODULE_ARGS = set(inspect.signature(SSLDataModule.__init__).parameters)
-
 
 def backbone_spec(recipe: Recipe) -> BackboneSpec:
     return BackboneSpec(recipe.backbone.name, dict(recipe.backbone.kwargs))
@@ -111,8 +109,6 @@ def build_datamodule(recipe: Recipe, stage: StageConfig) -> SSLDataModule:
     data = recipe.data
     size, normalize = _resolved(data)
     views = batch_transform(data, stage.method)
-    # The data keys named as SSLDataModule's arguments (kNN set sizes, workers).
-    sizes = data.model_dump(include=_DATAMODULE_ARGS)
     return SSLDataModule(
         data=data.path or "",
         train_transform=(
@@ -124,7 +120,7 @@ def build_datamodule(recipe: Recipe, stage: StageConfig) -> SSLDataModule:
         eval_transform=eval_transform(input_size=size, normalize=normalize),
         batch_size=stage.batch_size,
         seed=recipe.seed,
-        **sizes,
+        **data.library_arguments(),  # kNN set sizes, workers, ...
     )
 
 
@@ -143,15 +139,12 @@ def knn_monitor(knn: KNNConfig, datamodule: Any, **kwargs: Any) -> KNNMonitor:
 
 def build_grafting(stage: StageConfig, checkpoint: Path, format: str) -> Grafting:
     """The ``Grafting`` callback of a stage, from ``checkpoint`` in ``format``;
-    the keys of ``graft`` and ``anchor`` (as ``anchor_*``) are its arguments."""
+    the library keys of ``graft`` and ``anchor`` are its other arguments."""
     assert stage.graft is not None
-    graft = stage.graft.model_dump(exclude={"from_", "checkpoint", "format"})
-    anchor = {f"anchor_{k}": v for k, v in stage.anchor.model_dump().items()}
-    anchor["anchor_blocks"] = anchor.pop("anchor_num_blocks")
     return Grafting(
         checkpoint=checkpoint,
         format=format,
         num_stages=stage_optimizer(stage).num_stages,
-        **graft,
-        **anchor,
+        **stage.graft.library_arguments(),
+        **stage.anchor.library_arguments(),
     )

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import torch
 
-from lightly_graft.data.datasets import DEFAULT
-from lightly_graft.data.fashion_mnist import FASHION_MNIST_DIR, INSTALL_HINT
-from lightly_graft.data.folders import split_layout
+from lightly_graft.data.datasets import DEFAULT, data_problem
+from lightly_graft.data.folders import train_classes
 from lightly_graft.errors import CheckpointError, GraftError, RecipeError
 from lightly_graft.modules.backbone import build_vit
 from lightly_graft.recipes.schema import Recipe
@@ -25,65 +24,24 @@ from lightly_graft.run.build import (
     build_method,
     train_transform,
 )
-from lightly_graft.training.checkpoints import load_encoder_state
+from lightly_graft.training.checkpoints import file_problem, load_encoder_state
 from lightly_graft.training.grafting import check_graft_report, match_graft
 
-
-def _class_folders(directory: Path) -> tuple[Path, list[str]]:
-    """The training root of an image folder and its class folders' names."""
-    train_root, _, skip = split_layout(directory)
-    names = [p.name for p in train_root.iterdir() if p.is_dir() and p.name not in skip]
-    return train_root, names
-
-
-def data_problem(path: str | None) -> str | None:
-    """Why a data path cannot be used, or None."""
-    if path is None:
-        return (
-            "is not set: give the dataset folder with --set data.path=DIR "
-            "(ImageFolder style: DIR/train/<class>/*, DIR/val/<class>/*)"
-        )
-    if path == DEFAULT:
-        if (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
-            return None
-        return (
-            f"'default' is the embedded Fashion-MNIST, but {FASHION_MNIST_DIR} "
-            f"does not hold it: {INSTALL_HINT}"
-        )
-    directory = Path(path).expanduser()
-    if not directory.is_dir():
-        what = "is a file" if directory.exists() else "does not exist"
-        return (
-            f"'{path}' {what}: give an ImageFolder-style directory "
-            "(DIR/<class>/<image>, or DIR/train and DIR/val) or 'default'"
-        )
-    train_root, classes = _class_folders(directory)
-    if not classes:
-        return f"'{path}' has no class folders: expected {train_root}/<class>/<image>"
-    return None
-
-
-def checkpoint_file_problem(path: str) -> str | None:
-    """Why a checkpoint file cannot be read at all, or None."""
-    file = Path(path).expanduser()
-    if not file.exists():
-        return f"'{path}' does not exist: give the path of a checkpoint file"
-    if not file.is_file():
-        return f"'{path}' is a directory, not a checkpoint file"
-    if not os.access(file, os.R_OK):
-        return f"'{path}' is not readable (permissions): chmod +r it or copy it"
-    if file.stat().st_size == 0:
-        return f"'{path}' is empty (0 bytes): the download or save was interrupted"
-    return None
+_UNSET_DATA = (
+    "is not set: give the dataset folder with --set data.path=DIR "
+    "(ImageFolder style: DIR/train/<class>/*, DIR/val/<class>/*)"
+)
 
 
 def check_inputs(recipe: Recipe, *, source: str) -> None:
-    """Raises one ``RecipeError`` listing every unusable input file, if any;
-    ``source`` names the recipe, e.g. "recipe 'x.yaml'"."""
-    found = [("data.path", data_problem(recipe.data.path))]
+    """Raises one ``RecipeError`` listing every unusable input file, if any
+    (the data's and checkpoint reader's own words); ``source`` names the
+    recipe, e.g. "recipe 'x.yaml'"."""
+    path = recipe.data.path
+    found = [("data.path", _UNSET_DATA if path is None else data_problem(path))]
     for i, stage in enumerate(recipe.stages):
         if stage.graft is not None and stage.graft.checkpoint is not None:
-            problem = checkpoint_file_problem(stage.graft.checkpoint)
+            problem = file_problem(stage.graft.checkpoint)
             found.append((f"stages[{i}].graft.checkpoint", problem))
     problems = [f"{key}: {problem}" for key, problem in found if problem is not None]
     if problems:
@@ -163,7 +121,7 @@ def class_problem(recipe: Recipe) -> str | None:
     directory = Path(path or DEFAULT).expanduser()
     if not uses_knn or path in (None, DEFAULT) or not directory.is_dir():
         return None
-    classes = _class_folders(directory)[1]
+    classes = train_classes(directory)[1]
     if len(classes) != 1:
         return None
     return (

@@ -10,7 +10,6 @@ import inspect
 import json
 import signal
 import sys
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +22,10 @@ from pytorch_lightning.callbacks import (
     OnExceptionCheckpoint,
 )
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
-from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities import rank_zero_only
 
 from lightly_graft.errors import CheckpointError, GraftError
-from lightly_graft.files import save_atomic, write_atomic
+from lightly_graft.files import write_atomic
 from lightly_graft.recipes.loader import save_recipe
 from lightly_graft.recipes.schema import PREVIOUS, Recipe, StageConfig
 from lightly_graft.run.build import (
@@ -43,7 +41,11 @@ from lightly_graft.training.checkpoints import save_backbone
 from lightly_graft.training.divergence import FiniteGuard, check_finite
 from lightly_graft.training.gradient_monitor import GradientConflictMonitor
 from lightly_graft.training.grafting import Grafting
-from lightly_graft.training.resume_state import ResumeState
+from lightly_graft.training.resume_state import (
+    AtomicCheckpointIO,
+    ResumeState,
+    StageClock,
+)
 
 _TRAINER_ARGS = set(inspect.signature(pl.Trainer.__init__).parameters)
 ENCODER = "encoder.pt"
@@ -81,37 +83,6 @@ def loggers(stage_dir: Path) -> list[Logger]:
     return out
 
 
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's ``torch.save`` checkpoint writer, through a temporary file,
-    fsync and rename (:func:`~lightly_graft.files.save_atomic`): a crash while
-    writing ``last.ckpt`` leaves the previous one whole."""
-
-    def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
-    ) -> None:
-        if storage_options is not None:
-            raise TypeError(f"{type(self).__name__} takes no storage_options")
-        save_atomic(checkpoint, path)
-
-
-class StageClock(pl.Callback):
-    """The stage's training time over every session: saved in each checkpoint
-    (Lightning's callback state) and restored on ``--resume``."""
-
-    def __init__(self) -> None:
-        self.before = 0.0  # seconds of earlier sessions, up to their checkpoint
-        self.start = time.perf_counter()
-
-    def seconds(self) -> float:
-        return self.before + time.perf_counter() - self.start
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"seconds": self.seconds()}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.before = float(state_dict.get("seconds", 0.0))
-
-
 def callbacks(
     stage: StageConfig, stage_dir: Path, datamodule: Any
 ) -> list[pl.Callback]:
@@ -138,7 +109,9 @@ def callbacks(
         )
         out = [monitor, *out, best]
     if stage.gradient_conflict is not None:
-        out.insert(0, GradientConflictMonitor(**stage.gradient_conflict.model_dump()))
+        out.insert(
+            0, GradientConflictMonitor(**stage.gradient_conflict.library_arguments())
+        )
     return out
 
 

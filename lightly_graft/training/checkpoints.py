@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import pickle
 import re
 from collections.abc import Iterator, Mapping
@@ -74,6 +75,20 @@ def check_format(format: str) -> str:
     return format
 
 
+def file_problem(path: str | Path) -> str | None:
+    """Why a checkpoint file cannot be read at all, or None."""
+    file = Path(path).expanduser()
+    if not file.exists():
+        return f"'{path}' does not exist: give the path of a checkpoint file"
+    if not file.is_file():
+        return f"'{path}' is a directory, not a checkpoint file"
+    if not os.access(file, os.R_OK):
+        return f"'{path}' is not readable (permissions): chmod +r it or copy it"
+    if file.stat().st_size == 0:
+        return f"'{path}' is empty (0 bytes): the download or save was interrupted"
+    return None
+
+
 def read_checkpoint(path: str | Path) -> Any:
     """``torch.load(path, map_location='cpu', weights_only=True)``, allowing
     ``SAFE_GLOBALS``, with clear errors.
@@ -81,13 +96,13 @@ def read_checkpoint(path: str | Path) -> Any:
     Raises:
         UnsafeCheckpointError: The file pickles a class or function that a
             weights-only load does not rebuild (loading it could run code).
-        CheckpointError: The file is missing or not a readable PyTorch file.
+        CheckpointError: The file is missing (:func:`file_problem`) or not a
+            readable PyTorch file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(
-            f"Checkpoint '{path}' does not exist (or is not a file). Check the path."
-        )
+    problem = file_problem(path)
+    if problem is not None:
+        raise CheckpointError(f"Checkpoint {problem}")
+    path = Path(path).expanduser()
     try:
         with _safe_globals():
             return torch.load(path, map_location="cpu", weights_only=True)

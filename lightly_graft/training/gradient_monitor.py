@@ -13,10 +13,11 @@ import statistics
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Annotated, Any
 
 import pytorch_lightning as pl
 import torch
+from annotated_types import Ge
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -47,16 +48,17 @@ class GradientConflictMonitor(pl.Callback):
     rank 0's values.
 
     Args:
-        every_n_steps: Measure when ``trainer.global_step`` is a multiple of this.
-        window: Number of recent measurements the logged median is taken over.
+        every_n_steps: Measure at every N-th optimizer step (when
+            ``trainer.global_step`` is a multiple of N).
+        window: Log the median of the last N measurements (1: each one).
         terms: Names of the two entries of ``loss_terms`` to compare.
         log_prefix: Metric names are ``{log_prefix}/block_{i}``.
     """
 
     def __init__(
         self,
-        every_n_steps: int = 100,
-        window: int = 10,
+        every_n_steps: Annotated[int, Ge(1)] = 100,
+        window: Annotated[int, Ge(1)] = 10,
         terms: tuple[str, str] = DEFAULT_TERMS,
         log_prefix: str = "grad_conflict",
     ) -> None:

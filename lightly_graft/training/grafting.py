@@ -17,15 +17,17 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytorch_lightning as pl
 import torch
+from annotated_types import Ge
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from lightly_graft.errors import CheckpointError
 from lightly_graft.functional.anchor import (
+    AnchorNorm,
     anchor_penalty,
     check_anchor_p,
     flatten,
@@ -227,18 +229,20 @@ class Grafting(pl.Callback):
             ``lightly_graft``, ``lightning``, ``mae`` (the released encoder or a
             training checkpoint), ``moco_v3`` (``main_moco.py``'s checkpoint,
             for CL->MIM) or ``timm``.
-        num_blocks: Graft the embeddings and blocks ``[0, num_blocks)``; None =
+        num_blocks: Graft the embeddings and the lowest N blocks; None (null):
             all blocks. 0 grafts nothing (plain training from scratch).
         graft_norm: Also load the final norm; default: when all blocks are grafted.
-        anchor_weight: lambda of the anchor; 0 = no anchor.
-        anchor_p: 2 (squared l2, paper) or 1 (l1, official code).
-        anchor_blocks: Anchor the embeddings and blocks ``[0, anchor_blocks)``;
-            default: the grafted blocks (ViT-L in the paper: 12).
+        anchor_weight: lambda of the anchor penalty; 0: no anchor (paper: l2,
+            ViT-L only).
+        anchor_p: 2: ``lambda * ||w - w_mim||^2`` (paper); 1:
+            ``lambda * sum |w - w_mim|`` (official code).
+        anchor_blocks: Anchor the embeddings and the lowest N blocks; None
+            (null): the grafted blocks (ViT-L in the paper: 12).
         num_stages: Stages for the per-stage anchor-distance logs.
         freeze_epochs: Keep the grafted blocks frozen for the first N epochs
-            (toggles ``requires_grad`` during training: under DDP use the
-            ``ddp_find_unused_parameters_true`` strategy)
-            (MIM->CL grafting, Table 1: freeze them for the whole run).
+            (MIM->CL grafting, Table 1: the whole run). This toggles
+            ``requires_grad`` during training: under DDP use the
+            ``ddp_find_unused_parameters_true`` strategy.
         allow_partial: Load what fits instead of refusing a partial or
             mismatched checkpoint.
         log_every_n_steps: How often to log the anchor distance per stage.
@@ -248,21 +252,27 @@ class Grafting(pl.Callback):
         self,
         checkpoint: str | Path,
         format: str,
-        num_blocks: int | None = None,
+        num_blocks: Annotated[int, Ge(0)] | None = None,
         graft_norm: bool | None = None,
-        anchor_weight: float = 0.0,
-        anchor_p: int = 2,
-        anchor_blocks: int | None = None,
+        anchor_weight: Annotated[float, Ge(0)] = 0.0,
+        anchor_p: AnchorNorm = 2,
+        anchor_blocks: Annotated[int, Ge(0)] | None = None,
         num_stages: int = 3,
-        freeze_epochs: int = 0,
+        freeze_epochs: Annotated[int, Ge(0)] = 0,
         allow_partial: bool = False,
         log_every_n_steps: int = 50,
     ) -> None:
         super().__init__()
         self.checkpoint = Path(checkpoint)
         self.format = check_format(format)
-        if num_blocks is not None and num_blocks < 0:
-            raise ValueError(f"num_blocks must be >= 0, got {num_blocks}.")
+        counts = {
+            "num_blocks": num_blocks,
+            "anchor_blocks": anchor_blocks,
+            "freeze_epochs": freeze_epochs,
+        }
+        for name, count in counts.items():
+            if count is not None and count < 0:
+                raise ValueError(f"{name} must be >= 0, got {count}.")
         if anchor_weight < 0:
             raise ValueError(f"anchor_weight must be >= 0, got {anchor_weight}.")
         check_anchor_p(anchor_p, "anchor_p")

@@ -22,12 +22,13 @@ import math
 import random
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
+from annotated_types import Ge, Gt
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
@@ -48,7 +49,7 @@ class KNNMonitor(pl.Callback):
         query_loader: Labelled data to classify, same format.
         every_n_epochs: Evaluate after every n-th training epoch.
         k: Number of neighbours (InstDisc / lightly default 200).
-        temperature: Vote temperature (default 0.1).
+        temperature: Temperature of the neighbours' weighted vote.
         num_classes: Number of classes; ``None`` infers ``max label + 1``.
         backend: kNN backend, see :func:`knn_classify`.
         at_train_start: Also evaluate once before the first training epoch.
@@ -64,9 +65,9 @@ class KNNMonitor(pl.Callback):
         self,
         bank_loader: DataLoader,
         query_loader: DataLoader,
-        every_n_epochs: int = 1,
-        k: int = 200,
-        temperature: float = 0.1,
+        every_n_epochs: Annotated[int, Ge(1)] = 1,
+        k: Annotated[int, Ge(1)] = 200,
+        temperature: Annotated[float, Gt(0)] = 0.1,
         num_classes: int | None = None,
         backend: Backend = "auto",
         at_train_start: bool = False,
@@ -75,6 +76,11 @@ class KNNMonitor(pl.Callback):
         super().__init__()
         if every_n_epochs < 1:
             raise GraftError(f"every_n_epochs must be >= 1, got {every_n_epochs}.")
+        if k < 1 or not temperature > 0:
+            raise GraftError(
+                f"KNNMonitor needs k >= 1 and temperature > 0, got k={k}, "
+                f"temperature={temperature}."
+            )
         self.bank_loader = bank_loader
         self.query_loader = query_loader
         self.every_n_epochs = every_n_epochs

@@ -16,17 +16,25 @@ from ``on_exception.ckpt`` after Ctrl-C mid-epoch, ends with the same weights
 and metrics, bit for bit, as the uninterrupted stage. Mid-epoch that holds when
 the loader only decodes (``data.augment.batched``, the default); with
 per-image augmentation it holds at epoch boundaries.
+
+Two more parts keep a stage resumable: ``AtomicCheckpointIO`` writes each
+checkpoint whole or not at all, and ``StageClock`` carries the stage's training
+time across sessions.
 """
 
 from __future__ import annotations
 
 import copy
 import random
+import time
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+from lightly_graft.files import save_atomic
 
 
 def _numpy_state() -> tuple[Any, ...]:
@@ -117,3 +125,34 @@ class ResumeState(pl.Callback):
         self.datamodule.resume_at(
             state_dict["epoch"], state_dict["batches"] * self.datamodule.batch_size
         )
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's ``torch.save`` checkpoint writer, through a temporary file,
+    fsync and rename (:func:`~lightly_graft.files.save_atomic`): a crash while
+    writing ``last.ckpt`` leaves the previous one whole."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        save_atomic(checkpoint, path)
+
+
+class StageClock(pl.Callback):
+    """The stage's training time over every session: saved in each checkpoint
+    (Lightning's callback state) and restored on ``--resume``."""
+
+    def __init__(self) -> None:
+        self.before = 0.0  # seconds of earlier sessions, up to their checkpoint
+        self.start = time.perf_counter()
+
+    def seconds(self) -> float:
+        return self.before + time.perf_counter() - self.start
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seconds": self.seconds()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.before = float(state_dict.get("seconds", 0.0))

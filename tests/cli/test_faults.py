@@ -444,11 +444,15 @@ CASES: list[Case] = [
     ),
     # -- eval ----------------------------------------------------------------
     ("eval-missing", lambda e: e.eval(checkpoint=e.root / "no.pt"), ("no.pt",)),
-    ("eval-is-dir", lambda e: e.eval(checkpoint=e.root), ("not a file",)),
+    (
+        "eval-is-dir",
+        lambda e: e.eval(checkpoint=e.root),
+        ("is a directory, not a checkpoint file",),
+    ),
     (
         "eval-empty",
         lambda e: e.eval(checkpoint=e.file("m/empty.pt", b"")),
-        ("empty.pt",),
+        ("empty.pt", "is empty (0 bytes)"),
     ),
     (
         "eval-garbage",

@@ -57,7 +57,7 @@ def test_folder__seeded_fraction_held_out_is_disjoint(tmp_path: Path) -> None:
 
 def test_folder__missing_path_is_data_error(tmp_path: Path) -> None:
     missing = tmp_path / "nope"
-    with pytest.raises(DataError, match=f"'{missing}' is missing"):
+    with pytest.raises(DataError, match=f"'{missing}' does not exist"):
         open_dataset(missing, train=True)
 
 
