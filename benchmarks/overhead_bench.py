@@ -15,10 +15,9 @@ images, paired rounds (benchmarks/step_harness.py):
   from lightly-ai/lightly ``benchmarks/imagenet/vitb16/mae.py`` (pinned below;
   not in the installed wheel) with the ViT and decoder sizes as arguments. Both
   run under the same Lightning Trainer, both with an online linear classifier.
-- ``knn``: the kNN monitor's share of an epoch at the quickstart's settings:
-  ``recipes/quickstart.yaml``'s monitor on its Fashion-MNIST bank and queries
-  (5,000 and 2,000, k=200), one ``KNNMonitor.evaluate`` against the recipe's
-  steps per epoch x the measured MoCo step time.
+
+The kNN monitor's share of a run is measured on a real quickstart run by
+``benchmarks/knn_share.py``.
 
 References:
 - https://github.com/facebookresearch/moco-v3/blob/main/main_moco.py
@@ -340,38 +339,6 @@ def lightly_mae(preset: dict[str, Any], workdir: Path) -> Any:
     return run
 
 
-# -- kNN monitor share of an epoch ------------------------------------------
-def knn_share(step_seconds: float, repeats: int) -> str:
-    """The monitor of ``recipes/quickstart.yaml``'s MoCo stage, built as a run
-    builds it (``run.build.knn_monitor``), on its real Fashion-MNIST bank and
-    queries: the loaders' decoding counts, as it does in a run."""
-    from lightly_graft.recipes import load_recipe
-    from lightly_graft.recipes.resolve import resolve_recipe
-    from lightly_graft.run.build import build_datamodule, build_method, knn_monitor
-
-    recipe = resolve_recipe(load_recipe(str(ROOT / "recipes" / "quickstart.yaml")))
-    stage = recipe.stages[-1]
-    datamodule = build_datamodule(recipe, stage)
-    datamodule.setup()
-    module = build_method(recipe, stage)
-    monitor = knn_monitor(stage.knn, datamodule)
-    monitor.evaluate(module)  # warm-up
-    seconds = sorted(monitor.evaluate(module)["seconds"] for _ in range(repeats))
-    median = seconds[len(seconds) // 2]
-    steps = stage.limit_train_batches
-    epoch = steps * step_seconds
-    return (
-        f"kNN monitor of `recipes/quickstart.yaml` (stage `{stage.name}`: bank "
-        f"{len(datamodule.bank_set)}, {len(datamodule.query_set)} queries, "
-        f"k={monitor.k}, eval batch {datamodule.eval_batch_size}, {repeats} "
-        f"evaluations): median {median:.3f} s (min {seconds[0]:.3f}, max "
-        f"{seconds[-1]:.3f}) per epoch end; epoch = {steps} x {step_seconds:.4f} s "
-        f"(our MoCo step, median over rounds, synthetic batches: the views' "
-        f"time is not in it) = {epoch:.2f} s; share of an epoch with the monitor: "
-        f"{median / (epoch + median):.1%} (target <= 3%)."
-    )
-
-
 def _img_size(preset: dict[str, Any]) -> int:
     return int(preset["backbone"].get("img_size", 224))
 
@@ -383,18 +350,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20, help="timed steps a round")
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--cases", nargs="+", default=["moco", "mae", "knn"])
+    parser.add_argument("--cases", nargs="+", default=["moco", "mae"])
     parser.add_argument("--tag", default="")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     preset = PRESETS[args.preset]
     pairs: list[Pair] = []
-    notes = []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         common = dict(rounds=args.rounds, steps=args.steps, warmup=args.warmup)
         p = args.precision
-        if "moco" in args.cases or "knn" in args.cases:
+        if "moco" in args.cases:
             pairs.append(
                 paired(
                     "moco",
@@ -420,16 +386,10 @@ def main() -> None:
                     **common,
                 )
             )
-        if "knn" in args.cases:
-            if args.preset != "quickstart":
-                notes.append("(kNN share: run with --preset quickstart.)")
-            else:
-                step = sorted(pairs[0].a)[len(pairs[0].a) // 2]
-                notes.append(knn_share(step, 3))
-    _write(args, preset, pairs, notes)
+    _write(args, preset, pairs)
 
 
-def _write(args: argparse.Namespace, preset: dict, pairs: list[Pair], notes: list):
+def _write(args: argparse.Namespace, preset: dict, pairs: list[Pair]) -> None:
     command = "python benchmarks/overhead_bench.py " + " ".join(sys.argv[1:])
     lines = [
         f"# Step overhead against references ({args.preset}, {args.precision})",
@@ -443,8 +403,6 @@ def _write(args: argparse.Namespace, preset: dict, pairs: list[Pair], notes: lis
         "",
         TABLE_HEAD,
         *[pair.row() for pair in pairs],
-        "",
-        *notes,
     ]
     args.output.mkdir(parents=True, exist_ok=True)
     name = "overhead" + (f"_{args.tag}" if args.tag else "") + ".md"
