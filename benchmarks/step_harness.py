@@ -11,6 +11,7 @@ per-round ratio.
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -150,6 +151,16 @@ class Pair:
     def ratios(self) -> list[float]:
         return [x / y for x, y in zip(self.a, self.b, strict=True)]
 
+    def median_interval(self, draws: int = 5000, seed: int = 0) -> tuple[float, float]:
+        """90% bootstrap interval of the median per-round ratio (rounds resampled
+        with replacement, seeded)."""
+        rng = random.Random(seed)
+        ratios = self.ratios
+        medians = sorted(
+            statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(draws)
+        )
+        return medians[int(0.05 * draws)], medians[int(0.95 * draws) - 1]
+
     def row(self) -> str:
         def spread(values: list[float], fmt: str) -> str:
             return (
@@ -160,13 +171,15 @@ class Pair:
         return (
             f"| {self.name} | {self.a_name} | {spread(self.a, '{:.4f}')} | "
             f"{self.b_name} | {spread(self.b, '{:.4f}')} | "
-            f"{spread(self.ratios, '{:.3f}')} |"
+            f"{spread(self.ratios, '{:.3f}')} | "
+            "{:.3f} - {:.3f} |".format(*self.median_interval())
         )
 
 
 TABLE_HEAD = (
     "| case | A | A s/step (min / median / max) | B | B s/step | "
-    "A / B per round (min / median / max) |\n|---|---|---:|---|---:|---:|"
+    "A / B per round (min / median / max) | median A / B, 90% bootstrap "
+    "interval |\n|---|---|---:|---|---:|---:|---:|"
 )
 
 
