@@ -164,7 +164,9 @@ class BatchedViews(abc.ABC):
             torch.set_rng_state(self._rng_state)
             views = self.views(x)
             self._rng_state = torch.get_rng_state()
-        return [self._normalize(v) for v in views]
+        # A bicubic resize overshoots at sharp edges; PIL clamps its output to
+        # 0..255, so the per-image views never leave [0, 1]: neither do these.
+        return [self._normalize(v.clamp_(0.0, 1.0)) for v in views]
 
     @abc.abstractmethod
     def views(self, images: Tensor) -> list[Tensor]:

@@ -339,6 +339,19 @@ def test_batched_views__grayscale_input_and_normalisation() -> None:
     assert view.min() >= -2 - 1e-4 and view.max() <= 2 + 1e-4
 
 
+def test_mae_views__bicubic_crops_stay_in_range_like_pil() -> None:
+    # Small crops of a black/white checkerboard upscaled bicubically overshoot
+    # at every edge; PIL clamps to 0..255, so the batched views must clamp too.
+    board = ((torch.arange(28)[:, None] // 2 + torch.arange(28) // 2) % 2) * 255
+    images = board.to(torch.uint8).expand(64, 3, 28, 28).contiguous()
+    torch.manual_seed(0)
+    (view,) = batched_views.mae_views(
+        input_size=28, min_scale=0.05, normalize=None
+    )(images)
+    assert view.min() >= 0.0 and view.max() <= 1.0
+    assert (view > 0.02).logical_and(view < 0.98).any()  # resampled, not copied
+
+
 def test_batched_views__float_input_is_a_clear_error() -> None:
     views = batched_views.mae_views(input_size=28, min_scale=0.2, normalize=None)
     with pytest.raises(DataError, match="uint8.*data.augment.batched: false"):
