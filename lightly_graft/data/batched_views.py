@@ -80,6 +80,11 @@ def _crop(
             ratio=(3 / 4, 4 / 3),
             resample=resample,
             align_corners=False,
+            # One affine warp for the whole batch; the default "slice" crops
+            # and resizes sample by sample (1.5x slower for MAE's bicubic crop
+            # at 28 px). The crops are upsampled either way (the decode made
+            # every image input_size), so no antialiasing is lost.
+            cropping_mode="resample",
         ),
         K.RandomHorizontalFlip(p=hflip_prob),
     ]
