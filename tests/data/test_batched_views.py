@@ -345,9 +345,9 @@ def test_mae_views__bicubic_crops_stay_in_range_like_pil() -> None:
     board = ((torch.arange(28)[:, None] // 2 + torch.arange(28) // 2) % 2) * 255
     images = board.to(torch.uint8).expand(64, 3, 28, 28).contiguous()
     torch.manual_seed(0)
-    (view,) = batched_views.mae_views(
-        input_size=28, min_scale=0.05, normalize=None
-    )(images)
+    (view,) = batched_views.mae_views(input_size=28, min_scale=0.05, normalize=None)(
+        images
+    )
     assert view.min() >= 0.0 and view.max() <= 1.0
     assert (view > 0.02).logical_and(view < 0.98).any()  # resampled, not copied
 
