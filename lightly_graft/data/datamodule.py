@@ -40,6 +40,7 @@ from lightly_graft.data.batched_views import BatchedViews
 from lightly_graft.data.datasets import open_dataset
 from lightly_graft.data.sampler import EpochShuffle
 from lightly_graft.errors import DataError
+from lightly_graft.signatures import check_bounds
 
 
 def seeded_subset(dataset: Dataset, size: int | None, seed: int) -> Dataset:
@@ -102,16 +103,7 @@ class SSLDataModule(pl.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        sizes = (eval_batch_size, knn_bank_size, knn_query_size)
-        given = [size for size in sizes if size is not None]  # None: all
-        if min(given) < 1 or num_workers < 0 or not 0 < holdout_fraction < 1:
-            raise ValueError(
-                "SSLDataModule needs eval_batch_size, knn_bank_size and "
-                "knn_query_size >= 1 (or None), num_workers >= 0 and "
-                f"0 < holdout_fraction < 1, got eval_batch_size={eval_batch_size}, "
-                f"knn_bank_size={knn_bank_size}, knn_query_size={knn_query_size}, "
-                f"num_workers={num_workers}, holdout_fraction={holdout_fraction}."
-            )
+        check_bounds(SSLDataModule, locals())
         self.data = data
         self.train_transform = train_transform
         self.batch_transform = batch_transform

@@ -26,6 +26,7 @@ from lightly_graft.functional.gradients import (
     block_parameters,
     terms_gradient_cosine,
 )
+from lightly_graft.signatures import check_bounds
 
 
 class GradientConflictMonitor(pl.Callback):
@@ -62,11 +63,7 @@ class GradientConflictMonitor(pl.Callback):
         terms: tuple[str, str] = DEFAULT_TERMS,
         log_prefix: str = "grad_conflict",
     ) -> None:
-        if every_n_steps < 1 or window < 1:
-            raise ValueError(
-                f"GradientConflictMonitor needs every_n_steps >= 1 and window >= 1, "
-                f"got every_n_steps={every_n_steps}, window={window}."
-            )
+        check_bounds(GradientConflictMonitor, locals())
         if len(terms) != 2 or terms[0] == terms[1]:
             raise ValueError(
                 f"GradientConflictMonitor compares two different loss terms, got "

@@ -34,6 +34,7 @@ from lightly_graft.functional.anchor import (
     sum_of_distances,
 )
 from lightly_graft.modules.backbone import param_location
+from lightly_graft.signatures import check_bounds
 from lightly_graft.training.checkpoints import (
     check_format,
     describe_mismatch,
@@ -265,16 +266,7 @@ class Grafting(pl.Callback):
         super().__init__()
         self.checkpoint = Path(checkpoint)
         self.format = check_format(format)
-        counts = {
-            "num_blocks": num_blocks,
-            "anchor_blocks": anchor_blocks,
-            "freeze_epochs": freeze_epochs,
-        }
-        for name, count in counts.items():
-            if count is not None and count < 0:
-                raise ValueError(f"{name} must be >= 0, got {count}.")
-        if anchor_weight < 0:
-            raise ValueError(f"anchor_weight must be >= 0, got {anchor_weight}.")
+        check_bounds(Grafting, locals())
         check_anchor_p(anchor_p, "anchor_p")
         self.num_blocks = num_blocks
         self.graft_norm = graft_norm

@@ -32,10 +32,11 @@ from annotated_types import Ge, Gt
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
-from lightly_graft.errors import DataError, GraftError
+from lightly_graft.errors import DataError
 from lightly_graft.functional.accuracy import top_accuracy
 from lightly_graft.functional.knn import Backend, knn_classify
 from lightly_graft.modules.embed import embed_batches
+from lightly_graft.signatures import check_bounds
 
 
 class KNNMonitor(pl.Callback):
@@ -74,13 +75,7 @@ class KNNMonitor(pl.Callback):
         chunk_size: int = 1024,
     ) -> None:
         super().__init__()
-        if every_n_epochs < 1:
-            raise GraftError(f"every_n_epochs must be >= 1, got {every_n_epochs}.")
-        if k < 1 or not temperature > 0:
-            raise GraftError(
-                f"KNNMonitor needs k >= 1 and temperature > 0, got k={k}, "
-                f"temperature={temperature}."
-            )
+        check_bounds(KNNMonitor, locals())
         self.bank_loader = bank_loader
         self.query_loader = query_loader
         self.every_n_epochs = every_n_epochs
