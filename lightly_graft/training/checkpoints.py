@@ -50,6 +50,7 @@ from lightly_graft.errors import (
 )
 from lightly_graft.files import save_atomic, write_atomic
 from lightly_graft.modules.backbone import BackboneSpec, build_vit
+from lightly_graft.training.state_fit import check_state_fits
 
 FORMATS = ("lightly_graft", "lightning", "mae", "moco_v3", "timm")
 LIGHTNING_ENCODER_PREFIX = "backbone.vit."
@@ -341,53 +342,6 @@ def load_backbone(
     check_state_fits(vit.state_dict(), state, str(path))
     vit.load_state_dict(state, strict=True)
     return vit, spec
-
-
-def check_state_fits(
-    target: Mapping[str, Tensor], source: Mapping[str, Tensor], name: str
-) -> None:
-    """Raises a :class:`CheckpointError` naming every missing, unexpected and
-    mismatched key if ``source`` does not load into ``target`` exactly."""
-    missing = sorted(set(target) - set(source))
-    unexpected = sorted(set(source) - set(target))
-    mismatched = mismatched_shapes(target, source)
-    if missing or unexpected or mismatched:
-        raise CheckpointError(describe_mismatch(name, missing, unexpected, mismatched))
-
-
-def mismatched_shapes(
-    target: Mapping[str, Tensor], source: Mapping[str, Tensor]
-) -> list[tuple[str, tuple[int, ...], tuple[int, ...]]]:
-    """``(key, source shape, target shape)`` of keys in both with other shapes."""
-    return [
-        (k, tuple(source[k].shape), tuple(target[k].shape))
-        for k in sorted(set(target) & set(source))
-        if tuple(source[k].shape) != tuple(target[k].shape)
-    ]
-
-
-def describe_mismatch(
-    name: str,
-    missing: list[str],
-    unexpected: list[str],
-    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]],
-    limit: int = 8,
-) -> str:
-    parts = [f"The weights of '{name}' do not fit the model:"]
-    if mismatched:
-        shown = ", ".join(
-            f"{k}: checkpoint {s} vs model {t}" for k, s, t in mismatched[:limit]
-        )
-        parts.append(f"{len(mismatched)} shape mismatch(es) ({shown})")
-    if missing:
-        parts.append(f"{len(missing)} missing key(s) {missing[:limit]}")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected key(s) {unexpected[:limit]}")
-    parts.append(
-        "Check that the backbone (name, img_size, patch_size, embed_dim, depth) "
-        "matches the checkpoint."
-    )
-    return " ".join(parts)
 
 
 def _cpu_state(vit: VisionTransformer) -> dict[str, Tensor]:

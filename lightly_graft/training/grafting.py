@@ -35,12 +35,8 @@ from lightly_graft.functional.anchor import (
 )
 from lightly_graft.modules.backbone import param_location
 from lightly_graft.signatures import check_bounds
-from lightly_graft.training.checkpoints import (
-    check_format,
-    describe_mismatch,
-    load_encoder_state,
-    mismatched_shapes,
-)
+from lightly_graft.training.checkpoints import check_format, load_encoder_state
+from lightly_graft.training.state_fit import describe_mismatch, mismatched_shapes
 
 log = logging.getLogger(__name__)
 
